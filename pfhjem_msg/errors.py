@@ -1,0 +1,34 @@
+"""The product's exception tree, drawn in one place.
+
+Steps return outcomes rather than raise; these exceptions are for the edges where a caller
+cannot go on: bad configuration, a broken store, and so on. Every message names what
+happened and what to do next, and never carries patient data or payload text.
+"""
+
+
+class PfhjemError(Exception):
+    """Base of every error the product raises on purpose."""
+
+
+class ConfigError(PfhjemError):
+    """The configuration (or a file it names, such as a schema directory) is unusable."""
+
+
+class StoreError(PfhjemError):
+    """The message store cannot be read or written."""
+
+
+class ContentRejected(PfhjemError):
+    """A message cannot be interpreted; a negative AppRec is due."""
+
+
+class NeedsOperator(PfhjemError):
+    """A message cannot go on without a person deciding (no route, unknown receiver, ...)."""
+
+
+class TransientDeliveryError(PfhjemError):
+    """A delivery failed in a way that may pass (peer down, disk full): retry later."""
+
+
+class PermanentDeliveryError(PfhjemError):
+    """A delivery failed in a way that retrying will not fix (5xx, refused address)."""

@@ -1,0 +1,197 @@
+"""Hardened parsing of untrusted XML bytes.
+
+Messages come from outside the municipality. The parser never reads a DTD, never expands an
+entity, never opens a network connection or a file, and refuses input over a size or depth
+limit before it costs memory or time. Each refusal is an Issue with its own code, so the
+AppRec can say T01 and an operator can see exactly why.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from lxml import etree
+
+from pfhjem_msg.kith.issues import Issue, error
+
+KITH_NS_PREFIX = "http://www.kith.no/xmlstds/"
+KITH_ROOTS = frozenset({"MsgHead", "Message", "AppRec"})
+XHTML_BLOCKS = frozenset(
+    {"p", "div", "br", "li", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much untrusted input the product accepts. Real messages with scanned attachments
+    reach several megabytes; nothing legitimate is nested more than a few dozen levels."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_depth: int = 100
+
+
+@dataclass
+class ParsedXml:
+    """The parsed document (None when it was refused) and what the parser found."""
+
+    document: etree._Element | None
+    issues: list[Issue] = field(default_factory=list)
+
+
+_PARSER_OPTIONS = {
+    "resolve_entities": False,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "no_network": True,
+    "huge_tree": False,
+    "remove_comments": False,
+}
+
+
+def _new_parser(recover: bool = False) -> etree.XMLParser:
+    parser = etree.XMLParser(recover=recover, **_PARSER_OPTIONS)  # type: ignore[call-overload]
+    parser.resolvers.add(_RefuseAll())
+    return parser
+
+
+class _RefuseAll(etree.Resolver):
+    """Answers every request for an external resource with nothing."""
+
+    def resolve(self, system_url: str, public_id: str, context: object) -> object:
+        return self.resolve_string("", context)
+
+
+_PARSER = _new_parser()
+_RECOVER_PARSER = _new_parser(recover=True)
+_START_TAG = re.compile(rb"<[A-Za-z_]")
+
+
+@lru_cache(maxsize=8)
+def _deeper_than(depth: int) -> etree.XPath:
+    # /*/*/... evaluated in C: true when any element sits below ``depth`` levels.
+    return etree.XPath("boolean(" + "/*" * (depth + 1) + ")")
+
+
+def _refuse(code: str, message: str) -> ParsedXml:
+    return ParsedXml(None, [error(code, message, apprec_code="T01")])
+
+
+def parse_xml(data: bytes, limits: Limits, recover: bool = False) -> ParsedXml:
+    """Parse bytes into an element tree under the limits; never raises on bad input.
+
+    ``recover`` asks libxml2 to salvage what it can from a broken document; the product uses it
+    only to find the sender and MsgId for a negative AppRec, never to accept the content.
+    """
+    if len(data) > limits.max_bytes:
+        return _refuse(
+            "XML_TOO_LARGE",
+            f"the message is {len(data)} bytes, over the limit of {limits.max_bytes}; "
+            "raise limits.max_bytes if such messages are expected",
+        )
+    if not data.strip():
+        return _refuse("XML_EMPTY", "the message is empty")
+    first_tag = _START_TAG.search(data)
+    prolog = data[: first_tag.start()] if first_tag else data
+    if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
+        return _refuse(
+            "XML_DTD_FORBIDDEN",
+            "the message declares a DTD; KITH messages never do, and DTDs are refused "
+            "because they can expand entities or reach the network",
+        )
+    parser = _RECOVER_PARSER if recover else _PARSER
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        text = str(exc.msg or exc)
+        if "depth" in text.lower():
+            return _refuse("XML_TOO_DEEP", f"the message is nested deeper than the parser allows ({text})")
+        return ParsedXml(
+            None,
+            [error("XML_NOT_WELL_FORMED", f"not well-formed XML: {_safe(text)}",
+                   line=exc.lineno or None, apprec_code="T01")],
+        )
+    except ValueError as exc:  # e.g. an encoding lxml does not know
+        return _refuse("XML_NOT_WELL_FORMED", f"not readable as XML: {_safe(str(exc))}")
+    if root is None:
+        return _refuse("XML_NOT_WELL_FORMED", "no element could be read from the message")
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        return _refuse("XML_DTD_FORBIDDEN", "the message declares a DTD; DTDs are refused")
+    if _deeper_than(limits.max_depth)(root):
+        return _refuse(
+            "XML_TOO_DEEP",
+            f"the message is nested deeper than {limits.max_depth} levels; "
+            "raise limits.max_depth if such messages are expected",
+        )
+    return ParsedXml(root)
+
+
+def _safe(text: str) -> str:
+    """Parser messages quote element names, never content, but cap their length anyway."""
+    return text[:200]
+
+
+def local(el: etree._Element) -> str:
+    tag = el.tag
+    if not isinstance(tag, str):
+        return ""
+    return tag.rpartition("}")[2]
+
+
+def namespace(el: etree._Element) -> str:
+    tag = el.tag
+    if not isinstance(tag, str) or not tag.startswith("{"):
+        return ""
+    return tag[1:].partition("}")[0]
+
+
+def find_kith_root(document: etree._Element) -> etree._Element | None:
+    """The outermost MsgHead, Epikrise Message or AppRec, at the top or inside a wrapper.
+
+    Outermost, because some senders nest a whole MsgHead inside RefDoc/Content."""
+    for el in document.iter(tag=etree.Element):
+        if local(el) in KITH_ROOTS and namespace(el).startswith(KITH_NS_PREFIX):
+            return el
+    return None
+
+
+def path_of(el: etree._Element, stop: etree._Element | None = None) -> str:
+    """An XPath-like path of local names, with [n] where siblings share a name."""
+    parts: list[str] = []
+    node: etree._Element | None = el
+    while node is not None:
+        name = local(node)
+        parent = node.getparent()
+        if parent is not None and node is not stop:
+            same = [c for c in parent if c.tag == node.tag]
+            if len(same) > 1:
+                name += f"[{same.index(node) + 1}]"
+        parts.append(name)
+        if node is stop:
+            break
+        node = parent
+    return "/" + "/".join(reversed(parts))
+
+
+def text_of(el: etree._Element | None) -> str:
+    """The text of an element, with line breaks where XHTML blocks end, so that words in
+    separate paragraphs never run together and a phrase split by inline markup reads whole."""
+    if el is None:
+        return ""
+    out: list[str] = []
+
+    def walk(node: etree._Element) -> None:
+        if node.text and isinstance(node.tag, str):
+            out.append(node.text)
+        for child in node:
+            if isinstance(child.tag, str):
+                walk(child)
+                if local(child) in XHTML_BLOCKS:
+                    out.append("\n")
+            if child.tail:
+                out.append(child.tail)
+
+    walk(el)
+    return "".join(out).strip()
