@@ -115,9 +115,7 @@ def _body(lines: list[Line], start: int, indent: int, out: list[str], o: Output,
             particles.append(f"{pad}</xs:{tag}>")
             continue
         if w[0] == "ref":
-            particles.append(
-                f'{pad}<xs:element ref="{w[1]}"{_occurs(w[2] if len(w) > 2 else None)}/>'
-            )
+            particles.append(f'{pad}<xs:element ref="{w[1]}"{_occurs(w[2] if len(w) > 2 else None)}/>')
         elif w[0] == "any":
             pc, ns, occ = "strict", None, None
             for x in w[1:]:

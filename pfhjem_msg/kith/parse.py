@@ -51,12 +51,12 @@ _PARSER_OPTIONS = {
 
 
 def _new_parser(recover: bool = False) -> etree.XMLParser:
-    parser = etree.XMLParser(recover=recover, **_PARSER_OPTIONS)  # type: ignore[call-overload]
+    parser = etree.XMLParser(recover=recover, **_PARSER_OPTIONS)
     parser.resolvers.add(_RefuseAll())
     return parser
 
 
-class _RefuseAll(etree.Resolver):
+class _RefuseAll(etree.Resolver):  # type: ignore[misc]
     """Answers every request for an external resource with nothing."""
 
     def resolve(self, system_url: str, public_id: str, context: object) -> object:
@@ -109,8 +109,14 @@ def parse_xml(data: bytes, limits: Limits, recover: bool = False) -> ParsedXml:
             return _refuse("XML_TOO_DEEP", f"the message is nested deeper than the parser allows ({text})")
         return ParsedXml(
             None,
-            [error("XML_NOT_WELL_FORMED", f"not well-formed XML: {_safe(text)}",
-                   line=exc.lineno or None, apprec_code="T01")],
+            [
+                error(
+                    "XML_NOT_WELL_FORMED",
+                    f"not well-formed XML: {_safe(text)}",
+                    line=exc.lineno or None,
+                    apprec_code="T01",
+                )
+            ],
         )
     except ValueError as exc:  # e.g. an encoding lxml does not know
         return _refuse("XML_NOT_WELL_FORMED", f"not readable as XML: {_safe(str(exc))}")

@@ -20,12 +20,13 @@ from lxml import etree
 
 from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.issues import Issue, error
+from pfhjem_msg.kith.parse import path_of
 
 DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "xsd"
 _EMPTY_SCHEMA = '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"/>'
 
 
-class _LocalOnly(etree.Resolver):
+class _LocalOnly(etree.Resolver):  # type: ignore[misc]
     """Maps every schema location to the file of the same base name in one directory."""
 
     def __init__(self, directory: Path) -> None:
@@ -76,7 +77,7 @@ class SchemaSet:
                 "XSD_INVALID",
                 _clean(entry.message),
                 line=entry.line or None,
-                path=_clean_path(entry.path),
+                path=_readable_path(target, entry.path),
                 apprec_code="T02",
             )
             for entry in log
@@ -84,21 +85,30 @@ class SchemaSet:
 
 
 _NS_IN_MESSAGE = re.compile(r"\{[^}]*\}")
+_VALUE_AFTER_ELEMENT = re.compile(r"(Element '[^']*'(?:, attribute '[^']*')?: )'[^']*'")
+_THE_VALUE = re.compile(r"The value '[^']*'")
 
 
 def _clean(message: str) -> str:
-    """libxml2 names elements as {namespace}Name; the name alone is what a person reads.
-    Its messages quote element names and value types, never element content, except for
-    facet failures on simple values, which are cut to the structure."""
+    """libxml2 names elements as {namespace}Name; the name alone is what a person reads."""
     text = _NS_IN_MESSAGE.sub("", message)
-    text = re.sub(r"'[^']{40,}'", "'…'", text)
+    # Values may be patient data (a birth date, a name): show the structure, never the value.
+    text = _VALUE_AFTER_ELEMENT.sub(r"\1'…'", text)
+    text = _THE_VALUE.sub("The value '…'", text)
     return text.strip()
 
 
-def _clean_path(path: str | None) -> str | None:
+def _readable_path(target: etree._Element, path: str | None) -> str | None:
+    """libxml2 reports positional paths (/*/*[3]/*); turn them into element names."""
     if not path:
         return None
-    return re.sub(r"\w+:(?=\w)", "", path)
+    try:
+        found = target.getroottree().xpath(path)
+    except etree.XPathError:
+        return None
+    if isinstance(found, list) and found and isinstance(found[0], etree._Element):
+        return path_of(found[0])
+    return None
 
 
 _CACHE: dict[Path, SchemaSet] = {}
@@ -120,8 +130,10 @@ def load_schema_set(directory: Path | None = None) -> SchemaSet:
 
 def _compile(directory: Path) -> SchemaSet:
     if not directory.is_dir():
-        raise ConfigError(f"schema directory {directory} does not exist; point --schemas or "
-                          "[kith] schemas at a directory of .xsd files")
+        raise ConfigError(
+            f"schema directory {directory} does not exist; point --schemas or "
+            "[kith] schemas at a directory of .xsd files"
+        )
     parser, resolver = _schema_parser(directory)
     namespaces: dict[str, Path] = {}
     for path in sorted(directory.glob("*.xsd")):

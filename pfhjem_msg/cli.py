@@ -1,0 +1,200 @@
+"""The ``pfhjem-msg`` command: parse arguments, call the library, print.
+
+Exit codes: 0 ok, 1 the checked thing is bad, 2 usage or environment error. Nothing printed
+here carries patient data: verdicts show codes, ids and HER-ids only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from pfhjem_msg import __version__
+from pfhjem_msg.config import Settings, find_config, load
+from pfhjem_msg.errors import PfhjemError
+from pfhjem_msg.kith import apprec
+from pfhjem_msg.kith.parse import Limits, parse_xml
+from pfhjem_msg.kith.schemas import load_schema_set
+from pfhjem_msg.kith.verdict import Options, Verdict, examine
+
+
+class UsageError(PfhjemError):
+    """The command line asks for something that cannot be done (exit 2)."""
+
+
+def _xml_files(paths: Sequence[str]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*.xml") if p.is_file())
+        elif path.is_file():
+            yield path
+        else:
+            raise UsageError(f"{raw}: no such file or directory")
+
+
+def read_limited(path: Path, limits: Limits) -> bytes:
+    """A file's bytes, without reading more than the size limit allows."""
+    with path.open("rb") as fh:
+        return fh.read(limits.max_bytes + 1)
+
+
+def examine_file(path: Path, options: Options) -> Verdict:
+    try:
+        data = read_limited(path, options.limits)
+    except OSError as exc:
+        from pfhjem_msg.kith.issues import error
+
+        return Verdict(
+            str(path), False, issues=[error("FILE_UNREADABLE", f"cannot read the file: {exc.strerror}")]
+        )
+    if len(data) > options.limits.max_bytes:
+        refused = parse_xml(data, options.limits)
+        return Verdict(str(path), False, issues=refused.issues)
+    return examine(data, str(path), options)
+
+
+def _settings(args: argparse.Namespace, required: bool = False) -> Settings | None:
+    if getattr(args, "config", None) or required:
+        return load(find_config(getattr(args, "config", None)))
+    return None
+
+
+def _options(args: argparse.Namespace, settings: Settings | None) -> Options:
+    schemas_dir = Path(args.schemas) if getattr(args, "schemas", None) else None
+    limits = Limits()
+    trust = None
+    if settings is not None:
+        schemas_dir = schemas_dir or settings.kith.schemas
+        limits = settings.kith.limits
+        trust = settings.kith.trust_anchors
+    if getattr(args, "max_bytes", None):
+        limits = replace(limits, max_bytes=args.max_bytes)
+    if getattr(args, "max_depth", None):
+        limits = replace(limits, max_depth=args.max_depth)
+    return Options(schemas=load_schema_set(schemas_dir), limits=limits, trust_anchors=trust)
+
+
+def _print_human(v: Verdict) -> None:
+    if v.valid:
+        head = "valid"
+    elif v.well_formed:
+        head = "INVALID"
+    else:
+        head = "NOT WELL-FORMED" if any(i.apprec_code == "T01" for i in v.issues) else "UNREADABLE"
+    detail = " ".join(x for x in (v.standard, v.msg_type or "", v.msg_id or "") if x)
+    sig = f" signature {v.signature.status}" if v.signature.status != "absent" else ""
+    print(f"{v.source}: {head} {detail}{sig}".rstrip())
+    for issue in v.issues:
+        print("  " + issue.format(v.source))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    options = _options(args, _settings(args))
+    verdicts = [examine_file(p, options) for p in _xml_files(args.paths)]
+    if args.json:
+        json.dump([v.as_dict() for v in verdicts], sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        for v in verdicts:
+            _print_human(v)
+        bad = sum(1 for v in verdicts if not v.valid)
+        print(f"{len(verdicts)} file(s): {len(verdicts) - bad} valid, {bad} invalid")
+    return 0 if all(v.valid for v in verdicts) else 1
+
+
+def cmd_apprec(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    options = _options(args, settings)
+    policy = settings.apprec if settings else apprec.AppRecPolicy()
+    if args.reject_schema_errors:
+        policy = replace(policy, reject_schema_errors=True)
+    path = Path(args.path)
+    if not path.is_file():
+        raise UsageError(f"{args.path}: no such file")
+    verdict = examine_file(path, options)
+    decision = apprec.decide(verdict, policy)
+    if not decision.due or decision.xml is None:
+        print(f"{args.path}: {decision.reason}", file=sys.stderr)
+        return 1
+    sys.stdout.write(decision.xml.decode("utf-8"))
+    print(f"{args.path}: {decision.reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args, required=True)
+    assert settings is not None
+    load_schema_set(settings.kith.schemas)
+    print(
+        f"pfhjem-msg {__version__}: configuration {settings.path} is valid and the schemas compile.\n"
+        "The message daemon itself is not built yet: `run` stops here. Use `validate` and "
+        "`apprec` to check messages."
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pfhjem-msg",
+        description="Receives KITH messages for a municipality, spots «Pakkeforløp hjem for pasienter "
+        "med kreft», routes them and sends the AppRec.",
+    )
+    parser.add_argument("--version", action="version", version=f"pfhjem-msg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def schema_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE", help="configuration file (for [kith] settings)")
+        p.add_argument(
+            "--schemas",
+            metavar="DIR",
+            help="validate against the XSD files in DIR (e.g. the official set) instead of the product's own",
+        )
+        p.add_argument("--max-bytes", type=int, metavar="N", help="refuse input larger than N bytes")
+        p.add_argument("--max-depth", type=int, metavar="N", help="refuse XML nested deeper than N")
+
+    v = sub.add_parser("validate", help="check KITH XML files like a compiler checks code")
+    v.add_argument("--json", action="store_true", help="one JSON array with an object per file")
+    schema_options(v)
+    v.add_argument("paths", nargs="+", metavar="PATH", help="files, or directories searched for *.xml")
+    v.set_defaults(func=cmd_validate)
+
+    a = sub.add_parser("apprec", help="print the AppRec the daemon would send for a message")
+    schema_options(a)
+    a.add_argument(
+        "--reject-schema-errors", action="store_true", help="send a negative AppRec (T02) for schema errors"
+    )
+    a.add_argument("path", metavar="PATH")
+    a.set_defaults(func=cmd_apprec)
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    r.add_argument("--once", action="store_true", help="process what is waiting, then exit")
+    r.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except UsageError as exc:
+        print(f"pfhjem-msg: {exc}", file=sys.stderr)
+        return 2
+    except PfhjemError as exc:
+        print(f"pfhjem-msg: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

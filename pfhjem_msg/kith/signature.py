@@ -1,0 +1,120 @@
+"""Enveloped XML signatures in MsgHead (the last child ``ds:Signature``).
+
+Verification checks the signature against the certificate the message carries, and, when
+the operator configures trust anchors (the CA certificates of Buypass and Commfides), that
+the certificate chains to one of them. Without trust anchors a valid signature proves the
+message is unchanged since signing, not who signed it; the result says so.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from lxml import etree
+from signxml.signer import XMLSigner
+from signxml.verifier import SignatureConfiguration, XMLVerifier
+from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
+
+from pfhjem_msg.errors import ConfigError
+
+DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+SignatureStatus = Literal["absent", "valid", "invalid"]
+
+# Older signed KITH messages use RSA-SHA1 and SHA-1 digests; they are accepted with a note.
+_ACCEPTED = SignatureConfiguration(
+    require_x509=True,
+    location="./",
+    expect_references=1,
+    signature_methods=frozenset(SignatureMethod) - {m for m in SignatureMethod if "hmac" in m.value},
+    digest_algorithms=frozenset(DigestAlgorithm),
+)
+
+
+@dataclass(frozen=True)
+class SignatureResult:
+    status: SignatureStatus
+    reason: str | None = None
+    apprec_code: str | None = None
+    """S01 for a bad signature, S02 for a certificate that is not valid."""
+    weak_algorithm: bool = False
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """The key and certificate the product signs what it sends with."""
+
+    key_pem: bytes
+    cert_pem: bytes
+
+    @classmethod
+    def from_files(cls, key: Path, cert: Path) -> SigningKey:
+        try:
+            return cls(key.read_bytes(), cert.read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the signing key or certificate ({exc.strerror}: "
+                f"{exc.filename}); check [signing] in the configuration"
+            ) from exc
+
+
+def signature_element(kith_root: etree._Element) -> etree._Element | None:
+    for c in kith_root:
+        if c.tag == f"{{{DSIG_NS}}}Signature":
+            return c
+    return None
+
+
+def verify(
+    kith_root: etree._Element, trust_anchors: Path | None = None, now: datetime | None = None
+) -> SignatureResult:
+    """Verify the enveloped signature of a MsgHead, if it has one."""
+    sig = signature_element(kith_root)
+    if sig is None:
+        return SignatureResult("absent")
+    cert_el = next(sig.iter(f"{{{DSIG_NS}}}X509Certificate"), None)
+    if cert_el is None or not (cert_el.text or "").strip():
+        return SignatureResult("invalid", "the signature carries no X.509 certificate", "S01")
+    try:
+        der = base64.b64decode("".join((cert_el.text or "").split()))
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return SignatureResult("invalid", "the signature's certificate cannot be read", "S02")
+    moment = now or datetime.now(UTC)
+    if not (cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc):
+        return SignatureResult("invalid", "the signing certificate is outside its validity period", "S02")
+    data = etree.tostring(kith_root)
+    signature_method = next(sig.iter(f"{{{DSIG_NS}}}SignatureMethod"), None)
+    weak = "sha1" in (signature_method.get("Algorithm", "") if signature_method is not None else "")
+    try:
+        verifier = XMLVerifier()
+        if trust_anchors is not None:
+            verifier.verify(data, ca_pem_file=str(trust_anchors), expect_config=_ACCEPTED)
+        else:
+            verifier.verify(data, x509_cert=cert, expect_config=_ACCEPTED)
+    except InvalidCertificate as exc:
+        return SignatureResult("invalid", f"the signing certificate is not trusted ({exc})"[:200], "S02")
+    except (InvalidSignature, InvalidInput) as exc:
+        return SignatureResult("invalid", f"the signature does not verify ({exc})"[:200], "S01")
+    except Exception as exc:  # a malformed signature must not stop the verdict
+        return SignatureResult("invalid", f"the signature cannot be checked ({type(exc).__name__})", "S01")
+    reason = None if trust_anchors else "valid over the content; the certificate's issuer was not checked"
+    return SignatureResult("valid", reason, weak_algorithm=weak)
+
+
+def sign(root: etree._Element, key: SigningKey) -> etree._Element:
+    """Sign a MsgHead we send: enveloped, exclusive c14n, RSA-SHA256, certificate included.
+    The signature becomes MsgHead's last child, where the standard puts it."""
+    signer = XMLSigner(
+        signature_algorithm=SignatureMethod.RSA_SHA256,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0,
+    )
+    signer.namespaces = {"ds": DSIG_NS}
+    signed: etree._Element = signer.sign(root, key=key.key_pem, cert=key.cert_pem.decode())
+    return signed

@@ -1,0 +1,195 @@
+"""One call from untrusted bytes to a verdict: how it arrived, whether it is well-formed and
+valid, which standard it is, the typed model, the signature, and every issue found.
+
+``examine`` never raises on bad input: anything at all ends in a Verdict with issues.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from pfhjem_msg.kith import checks, msghead, signature
+from pfhjem_msg.kith.apprec import read_apprec
+from pfhjem_msg.kith.envelope import Transport, unwrap
+from pfhjem_msg.kith.epikrise import VERSIONS as EPIKRISE_VERSIONS
+from pfhjem_msg.kith.epikrise import read_epikrise
+from pfhjem_msg.kith.issues import Issue, error, has_errors, warning
+from pfhjem_msg.kith.model import Message, Standard
+from pfhjem_msg.kith.parse import Limits, find_kith_root, local, namespace, parse_xml
+from pfhjem_msg.kith.schemas import SchemaSet, load_schema_set
+from pfhjem_msg.kith.walk import Reader, text
+
+MSGHEAD_NS = "http://www.kith.no/xmlstds/msghead/2006-05-24"
+APPREC_VERSIONS = {
+    "http://www.kith.no/xmlstds/apprec/2004-11-21": "1.0",
+    "http://www.kith.no/xmlstds/apprec/2012-02-15": "1.1",
+}
+
+
+@dataclass
+class Options:
+    schemas: SchemaSet = field(default_factory=load_schema_set)
+    limits: Limits = field(default_factory=Limits)
+    trust_anchors: Path | None = None
+    salvage: bool = True
+    """Read what can be read from a broken document (for addressing a T01 AppRec)."""
+
+
+@dataclass
+class Verdict:
+    source: str
+    well_formed: bool
+    transport: Transport = "xml"
+    standard: Standard = "unknown"
+    message: Message | None = None
+    signature: signature.SignatureResult = field(default_factory=lambda: signature.SignatureResult("absent"))
+    issues: list[Issue] = field(default_factory=list)
+    salvaged: bool = False
+    """True when ``message`` was read from a document that is not well-formed."""
+
+    @property
+    def valid(self) -> bool:
+        return self.well_formed and not has_errors(self.issues)
+
+    @property
+    def msg_type(self) -> str | None:
+        return self.message.msg_type.value if self.message and self.message.msg_type else None
+
+    @property
+    def msg_id(self) -> str | None:
+        return self.message.msg_id if self.message else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.source,
+            "well_formed": self.well_formed,
+            "valid": self.valid,
+            "standard": self.standard,
+            "msg_type": self.msg_type,
+            "msg_id": self.msg_id,
+            "signature": self.signature.status,
+            "issues": [i.as_dict() for i in self.issues],
+        }
+
+
+def read_message(kith_root: etree._Element, issues: list[Issue]) -> tuple[Message | None, str | None]:
+    """The typed model of a KITH root, and its MIGversion; deviations go to ``issues``."""
+    reader = Reader(kith_root)
+    name, ns = local(kith_root), namespace(kith_root)
+    msg: Message | None = None
+    mig: str | None = None
+    if name == "MsgHead" and ns == MSGHEAD_NS:
+        msg = msghead.read_msghead(reader, kith_root)
+    elif name == "Message" and ns in EPIKRISE_VERSIONS:
+        msg = read_epikrise(reader, kith_root)
+        mig = text(kith_root, "MIGversion")
+    elif name == "AppRec" and ns in APPREC_VERSIONS:
+        msg = read_apprec(reader, kith_root, APPREC_VERSIONS[ns])
+        mig = text(kith_root, "MIGversion")
+    issues.extend(reader.issues)
+    return msg, mig
+
+
+def examine(data: bytes, source: str = "-", options: Options | None = None) -> Verdict:
+    opts = options or Options()
+    if len(data) > opts.limits.max_bytes:
+        parsed = parse_xml(data, opts.limits)  # refuses on size before looking at the bytes
+        return Verdict(source, False, issues=parsed.issues)
+    unwrapped = unwrap(data)
+    verdict = Verdict(source, False, unwrapped.transport, issues=list(unwrapped.issues))
+    if unwrapped.xml is None:
+        return verdict
+    parsed = parse_xml(unwrapped.xml, opts.limits)
+    verdict.issues.extend(parsed.issues)
+    if parsed.document is None:
+        if opts.salvage and any(i.code == "XML_NOT_WELL_FORMED" for i in parsed.issues):
+            _salvage(verdict, unwrapped.xml, opts)
+        return verdict
+    verdict.well_formed = True
+    kith_root = find_kith_root(parsed.document)
+    if kith_root is None:
+        verdict.issues.append(
+            error(
+                "NOT_KITH",
+                "no MsgHead, Epikrise Message or AppRec was found in the document",
+                line=parsed.document.sourceline,
+                apprec_code="T10",
+            )
+        )
+        return verdict
+    if kith_root is not parsed.document:
+        verdict.issues.append(
+            warning(
+                "WRAPPED",
+                f"the {local(kith_root)} sits inside a <{local(parsed.document)}> wrapper; "
+                "the wrapper is not validated",
+                line=kith_root.sourceline,
+            )
+        )
+    msg, mig = read_message(kith_root, verdict.issues)
+    verdict.message = msg
+    ns = namespace(kith_root)
+    if msg is None:
+        verdict.issues.append(
+            error(
+                "STANDARD_UNSUPPORTED",
+                f"{local(kith_root)} in namespace {ns} is not a standard this product reads",
+                line=kith_root.sourceline,
+                apprec_code="T10",
+            )
+        )
+    else:
+        verdict.standard = msg.standard
+        if msg.root == "MsgHead" and msg.payload is None:
+            what = f"namespace {msg.payload_namespace}" if msg.payload_namespace else "no XML payload"
+            verdict.issues.append(
+                error(
+                    "PAYLOAD_UNSUPPORTED",
+                    f"the MsgHead carries {what}, not a payload this product reads",
+                    apprec_code="T10",
+                )
+            )
+        verdict.issues.extend(checks.check(msg, mig))
+    if opts.schemas.covers(ns):
+        verdict.issues.extend(opts.schemas.validate(kith_root))
+    else:
+        verdict.issues.append(
+            error(
+                "XSD_NO_SCHEMA", f"the schema directory has no schema for namespace {ns}", apprec_code="T10"
+            )
+        )
+    if local(kith_root) == "MsgHead":
+        verdict.signature = signature.verify(kith_root, opts.trust_anchors)
+        if verdict.signature.status == "invalid":
+            verdict.issues.append(
+                error(
+                    "SIGNATURE_INVALID",
+                    verdict.signature.reason or "invalid signature",
+                    apprec_code=verdict.signature.apprec_code,
+                )
+            )
+        elif verdict.signature.weak_algorithm:
+            verdict.issues.append(warning("SIGNATURE_SHA1", "the signature uses SHA-1, which is outdated"))
+    return verdict
+
+
+def _salvage(verdict: Verdict, xml: bytes, opts: Options) -> None:
+    """Read sender and MsgId from a broken document so a T01 AppRec can be addressed."""
+    try:
+        parsed = parse_xml(xml, opts.limits, recover=True)
+        if parsed.document is None:
+            return
+        kith_root = find_kith_root(parsed.document)
+        if kith_root is None:
+            return
+        msg, _ = read_message(kith_root, [])
+    except Exception:  # salvage is best effort; the verdict already says T01
+        return
+    if msg is not None and msg.sender is not None and msg.sender.her_ids:
+        verdict.message = msg
+        verdict.standard = msg.standard
+        verdict.salvaged = True

@@ -1,0 +1,147 @@
+"""Lenient navigation over a KITH tree by local name.
+
+Real senders write elements out of order, in the wrong namespace or with stray blanks in
+codes. The readers find what is there regardless, and note each deviation as an Issue so an
+operator can tell the sender; schema validation reports the same documents strictly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from pfhjem_msg.kith import codes
+from pfhjem_msg.kith.issues import Issue, warning
+from pfhjem_msg.kith.model import Attachment, Code, Ident, PartyKind, PartyLevel
+from pfhjem_msg.kith.parse import local, path_of
+
+
+def child(el: etree._Element | None, name: str) -> etree._Element | None:
+    if el is None:
+        return None
+    for c in el:
+        if isinstance(c.tag, str) and local(c) == name:
+            return c
+    return None
+
+
+def children(el: etree._Element | None, name: str) -> list[etree._Element]:
+    if el is None:
+        return []
+    return [c for c in el if isinstance(c.tag, str) and local(c) == name]
+
+
+def descendants(el: etree._Element | None, name: str) -> list[etree._Element]:
+    if el is None:
+        return []
+    return [c for c in el.iter(tag=etree.Element) if local(c) == name and c is not el]
+
+
+def text(el: etree._Element | None, name: str | None = None) -> str | None:
+    """Stripped text of ``el`` (or of its child ``name``); None when absent or empty."""
+    target = child(el, name) if name else el
+    if target is None or target.text is None:
+        return None
+    value = target.text.strip()
+    return value or None
+
+
+def attr(el: etree._Element | None, name: str, attribute: str = "V") -> str | None:
+    target = child(el, name)
+    if target is None:
+        return None
+    value = target.get(attribute)
+    return value.strip() if value is not None and value.strip() else None
+
+
+@dataclass
+class Reader:
+    """Carries the KITH root (paths are relative to it) and the deviations found so far."""
+
+    root: etree._Element
+    issues: list[Issue] = field(default_factory=list)
+
+    def path(self, el: etree._Element) -> str:
+        return path_of(el, self.root)
+
+    def deviation(self, code: str, message: str, el: etree._Element) -> None:
+        self.issues.append(warning(code, message, line=el.sourceline, path=self.path(el)))
+
+    def code(self, el: etree._Element | None, name: str | None = None) -> Code | None:
+        target = child(el, name) if name else el
+        if target is None:
+            return None
+        raw = target.get("V")
+        if raw is None:
+            return None
+        value = raw.strip()
+        if value != raw:
+            self.deviation(
+                "CODE_WHITESPACE", f"code value {raw!r} has surrounding blanks; read as {value!r}", target
+            )
+        if not value:
+            return None
+        return Code(value, (target.get("S") or "").strip() or None, target.get("DN"))
+
+    def ident(self, el: etree._Element, person: bool) -> Ident | None:
+        """An Ident (Id + TypeId). ``person`` picks the expected code system (8116 or 9051)."""
+        id_text = text(el, "Id")
+        type_el = child(el, "TypeId")
+        type_code = self.code(type_el) if type_el is not None else None
+        if id_text is None or type_code is None:
+            self.deviation("IDENT_INCOMPLETE", "an Ident lacks Id or TypeId and was ignored", el)
+            return None
+        type_value = type_code.value.upper()
+        expected = codes.PERSON_ID_SYSTEM if person else codes.ORGANISATION_ID_SYSTEM
+        known = codes.PERSON_ID_TYPES if person else codes.ORGANISATION_ID_TYPES
+        if type_value not in known and type_value not in codes.PERSON_ID_TYPES | codes.ORGANISATION_ID_TYPES:
+            self.deviation(
+                "ID_TYPE_UNKNOWN",
+                f"id type {type_value!r} is not in code system {'8116' if person else '9051'}",
+                type_el if type_el is not None else el,
+            )
+        if type_code.system and type_code.system not in codes.ID_SYSTEMS_ACCEPTED:
+            self.deviation(
+                "ID_TYPE_OID",
+                f"id type {type_value} names code system {type_code.system!r}; expected {expected}",
+                type_el if type_el is not None else el,
+            )
+        return Ident(id_text, type_value, type_code.system)
+
+    def level(self, el: etree._Element, kind: PartyKind, name: str | None) -> PartyLevel:
+        person = kind in ("professional", "person", "patient")
+        idents = [i for i in (self.ident(x, person) for x in children(el, "Ident")) if i]
+        return PartyLevel(kind, name, idents, self.path(el), self.code(el, "RoleToPatient"))
+
+
+def person_name(el: etree._Element) -> str | None:
+    parts = [text(el, n) for n in ("GivenName", "MiddleName", "FamilyName")]
+    name = " ".join(p for p in parts if p)
+    return name or None
+
+
+def base64_size(content: etree._Element | None) -> int | None:
+    if content is None:
+        return None
+    for el in content.iter(tag=etree.Element):
+        if local(el) == "Base64Container":
+            raw = "".join((el.text or "").split())
+            try:
+                return len(base64.b64decode(raw, validate=True))
+            except (binascii.Error, ValueError):
+                return None
+    return None
+
+
+def read_attachment(r: Reader, refdoc: etree._Element) -> Attachment:
+    content = child(refdoc, "Content")
+    return Attachment(
+        path=r.path(refdoc),
+        mime_type=text(refdoc, "MimeType"),
+        size=base64_size(content),
+        description=text(refdoc, "Description"),
+        inline=content is not None,
+    )
