@@ -17,7 +17,7 @@ from pfhjem_msg import __version__
 from pfhjem_msg.config import Settings, find_config, load
 from pfhjem_msg.errors import PfhjemError
 from pfhjem_msg.kith import apprec
-from pfhjem_msg.kith.parse import Limits, parse_xml
+from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.schemas import load_schema_set
 from pfhjem_msg.kith.verdict import Options, Verdict, examine
 
@@ -38,23 +38,21 @@ def _xml_files(paths: Sequence[str]) -> Iterator[Path]:
 
 
 def read_limited(path: Path, limits: Limits) -> bytes:
-    """A file's bytes, without reading more than the size limit allows."""
+    """A file's bytes, never more than the size limit plus one (to tell that it is over)."""
     with path.open("rb") as fh:
         return fh.read(limits.max_bytes + 1)
 
 
 def examine_file(path: Path, options: Options) -> Verdict:
+    """Examine one file; one over the size limit is refused before a byte of it is read."""
     try:
+        size = path.stat().st_size
+        if size > options.limits.max_bytes:
+            return Verdict(str(path), False, issues=too_large(size, options.limits))
         data = read_limited(path, options.limits)
     except OSError as exc:
-        from pfhjem_msg.kith.issues import error
-
-        return Verdict(
-            str(path), False, issues=[error("FILE_UNREADABLE", f"cannot read the file: {exc.strerror}")]
-        )
-    if len(data) > options.limits.max_bytes:
-        refused = parse_xml(data, options.limits)
-        return Verdict(str(path), False, issues=refused.issues)
+        problem = error("FILE_UNREADABLE", f"cannot read the file: {exc.strerror}")
+        return Verdict(str(path), False, issues=[problem])
     return examine(data, str(path), options)
 
 

@@ -39,6 +39,7 @@ ID_TYPE_TEXT = {
     "FNR": "Fødselsnummer",
     "DNR": "D-nummer",
 }
+PRIVATE_ID_TYPES = frozenset({"FNR", "DNR", "HNR", "FHN", "DUF", "PNR", "SSN"})
 AppRecVersion = Literal["1.0", "1.1"]
 UnknownReceiverPolicy = Literal["apprec_e21", "hold"]
 
@@ -197,8 +198,8 @@ def _hcp(parent: etree._Element, ns: str, party: Party, drop_persons: bool) -> N
         etree.SubElement(inst, q("Id")).text = first.id
         _type_id(inst, ns, first.type)
     for dept in orgs[1:]:
-        d = etree.SubElement(inst, q("Dept"))
-        _named_ids(d, ns, dept.name, dept.idents)
+        if dept.name or dept.idents:
+            _named_ids(etree.SubElement(inst, q("Dept")), ns, dept.name, dept.idents)
     for extra in rest:
         _additional(inst, ns, extra)
     if not drop_persons:
@@ -208,8 +209,9 @@ def _hcp(parent: etree._Element, ns: str, party: Party, drop_persons: bool) -> N
 
 
 def _split_ids(idents: list[Ident]) -> tuple[Ident | None, list[Ident]]:
-    """HER-id first (it is what the AppRec is routed on); the others become AdditionalId."""
-    ordered = sorted(idents, key=lambda i: i.type != "HER")
+    """HER-id first (it is what the AppRec is routed on); the others become AdditionalId.
+    A health worker's own national id is left out: routing never needs it."""
+    ordered = sorted((i for i in idents if i.type not in PRIVATE_ID_TYPES), key=lambda i: i.type != "HER")
     return (ordered[0], ordered[1:]) if ordered else (None, [])
 
 

@@ -60,7 +60,7 @@ def _part_bytes(part: MimeMessage) -> bytes:
 
 def unwrap(data: bytes) -> Unwrapped:
     """The XML to read, and how it arrived; never raises on bad input."""
-    if _looks_like_xml(data):
+    if _looks_like_xml(data) or not data.strip():
         return Unwrapped(data, "ebxml" if _is_soap(data) else "xml")
     if not _HEADER_LINE.match(data.lstrip(b"\r\n")):
         return Unwrapped(

@@ -74,6 +74,17 @@ def _deeper_than(depth: int) -> etree.XPath:
     return etree.XPath("boolean(" + "/*" * (depth + 1) + ")")
 
 
+def too_large(size: int, limits: Limits) -> list[Issue]:
+    return [
+        error(
+            "XML_TOO_LARGE",
+            f"the message is {size} bytes, over the limit of {limits.max_bytes}; "
+            "raise [kith] max_bytes if such messages are expected",
+            apprec_code="T01",
+        )
+    ]
+
+
 def _refuse(code: str, message: str) -> ParsedXml:
     return ParsedXml(None, [error(code, message, apprec_code="T01")])
 
@@ -85,11 +96,7 @@ def parse_xml(data: bytes, limits: Limits, recover: bool = False) -> ParsedXml:
     only to find the sender and MsgId for a negative AppRec, never to accept the content.
     """
     if len(data) > limits.max_bytes:
-        return _refuse(
-            "XML_TOO_LARGE",
-            f"the message is {len(data)} bytes, over the limit of {limits.max_bytes}; "
-            "raise limits.max_bytes if such messages are expected",
-        )
+        return ParsedXml(None, too_large(len(data), limits))
     if not data.strip():
         return _refuse("XML_EMPTY", "the message is empty")
     first_tag = _START_TAG.search(data)
@@ -129,7 +136,7 @@ def parse_xml(data: bytes, limits: Limits, recover: bool = False) -> ParsedXml:
         return _refuse(
             "XML_TOO_DEEP",
             f"the message is nested deeper than {limits.max_depth} levels; "
-            "raise limits.max_depth if such messages are expected",
+            "raise [kith] max_depth if such messages are expected",
         )
     return ParsedXml(root)
 

@@ -19,7 +19,7 @@ from pfhjem_msg.kith.epikrise import VERSIONS as EPIKRISE_VERSIONS
 from pfhjem_msg.kith.epikrise import read_epikrise
 from pfhjem_msg.kith.issues import Issue, error, has_errors, warning
 from pfhjem_msg.kith.model import Message, Standard
-from pfhjem_msg.kith.parse import Limits, find_kith_root, local, namespace, parse_xml
+from pfhjem_msg.kith.parse import Limits, find_kith_root, local, namespace, parse_xml, too_large
 from pfhjem_msg.kith.schemas import SchemaSet, load_schema_set
 from pfhjem_msg.kith.walk import Reader, text
 
@@ -97,8 +97,7 @@ def read_message(kith_root: etree._Element, issues: list[Issue]) -> tuple[Messag
 def examine(data: bytes, source: str = "-", options: Options | None = None) -> Verdict:
     opts = options or Options()
     if len(data) > opts.limits.max_bytes:
-        parsed = parse_xml(data, opts.limits)  # refuses on size before looking at the bytes
-        return Verdict(source, False, issues=parsed.issues)
+        return Verdict(source, False, issues=too_large(len(data), opts.limits))
     unwrapped = unwrap(data)
     verdict = Verdict(source, False, unwrapped.transport, issues=list(unwrapped.issues))
     if unwrapped.xml is None:
