@@ -17,7 +17,8 @@ from pfhjem_msg import __version__
 from pfhjem_msg.config import Settings, find_config, load
 from pfhjem_msg.errors import PfhjemError
 from pfhjem_msg.kith import apprec
-from pfhjem_msg.kith.parse import Limits
+from pfhjem_msg.kith.issues import error
+from pfhjem_msg.kith.parse import Limits, too_large
 from pfhjem_msg.kith.schemas import load_schema_set
 from pfhjem_msg.kith.verdict import Options, Verdict, examine
 

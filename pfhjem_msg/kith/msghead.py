@@ -65,6 +65,29 @@ def read_other_receiver(r: Reader, el: etree._Element) -> Party:
     return party
 
 
+def _is_payload(el: etree._Element) -> bool:
+    name, ns = local(el), namespace(el)
+    return (name == "Dialogmelding" and ns in (DIALOG_1_0, DIALOG_1_1)) or (
+        name == "Message" and ns in epikrise.VERSIONS
+    )
+
+
+def _find_payload(r: Reader, content: etree._Element | None) -> etree._Element | None:
+    """The payload is selected by namespace and root name: the first element of Content, or,
+    when a sender has nested something else around it (a whole MsgHead, seen in practice),
+    the first known payload below."""
+    if content is None:
+        return None
+    first = next((c for c in content if isinstance(c.tag, str)), None)
+    if first is None or _is_payload(first):
+        return first
+    for el in first.iter(tag=etree.Element):
+        if _is_payload(el):
+            r.deviation("PAYLOAD_NESTED", f"the payload is nested inside <{local(first)}> in Content", el)
+            return el
+    return first
+
+
 def read_msghead(r: Reader, root: etree._Element) -> Message:
     info = child(root, "MsgInfo")
     msg = Message(standard="msghead-1.2", root="MsgHead")
@@ -104,10 +127,7 @@ def read_msghead(r: Reader, root: etree._Element) -> Message:
 
     payload_root = None
     if payload_refdoc is not None:
-        content = child(payload_refdoc, "Content")
-        payload_root = (
-            next((c for c in content if isinstance(c.tag, str)), None) if content is not None else None
-        )
+        payload_root = _find_payload(r, child(payload_refdoc, "Content"))
     if payload_root is None:
         return msg
     ns = namespace(payload_root)

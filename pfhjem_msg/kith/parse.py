@@ -99,9 +99,7 @@ def parse_xml(data: bytes, limits: Limits, recover: bool = False) -> ParsedXml:
         return ParsedXml(None, too_large(len(data), limits))
     if not data.strip():
         return _refuse("XML_EMPTY", "the message is empty")
-    first_tag = _START_TAG.search(data)
-    prolog = data[: first_tag.start()] if first_tag else data
-    if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
+    if _declares_dtd(data):
         return _refuse(
             "XML_DTD_FORBIDDEN",
             "the message declares a DTD; KITH messages never do, and DTDs are refused "
@@ -139,6 +137,18 @@ def parse_xml(data: bytes, limits: Limits, recover: bool = False) -> ParsedXml:
             "raise [kith] max_depth if such messages are expected",
         )
     return ParsedXml(root)
+
+
+def _declares_dtd(data: bytes) -> bool:
+    """A DOCTYPE before the first element, in the bytes or (for UTF-16 input) in the text."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        text = data[:65536].decode("utf-16", errors="ignore")
+        first = re.search(r"<[A-Za-z_]", text)
+        prolog_text = text[: first.start()] if first else text
+        return "<!DOCTYPE" in prolog_text or "<!ENTITY" in prolog_text
+    first_tag = _START_TAG.search(data)
+    prolog = data[: first_tag.start()] if first_tag else data
+    return b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog
 
 
 def _safe(text: str) -> str:
