@@ -17,10 +17,10 @@ from pfhjem_msg import __version__
 from pfhjem_msg.config import Settings, find_config, load
 from pfhjem_msg.errors import PfhjemError
 from pfhjem_msg.kith import apprec
-from pfhjem_msg.kith.issues import error
-from pfhjem_msg.kith.parse import Limits, too_large
+from pfhjem_msg.kith.batch import examine_file, validate_files
+from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.schemas import load_schema_set
-from pfhjem_msg.kith.verdict import Options, Verdict, examine
+from pfhjem_msg.kith.verdict import Options
 
 
 class UsageError(PfhjemError):
@@ -36,25 +36,6 @@ def _xml_files(paths: Sequence[str]) -> Iterator[Path]:
             yield path
         else:
             raise UsageError(f"{raw}: no such file or directory")
-
-
-def read_limited(path: Path, limits: Limits) -> bytes:
-    """A file's bytes, never more than the size limit plus one (to tell that it is over)."""
-    with path.open("rb") as fh:
-        return fh.read(limits.max_bytes + 1)
-
-
-def examine_file(path: Path, options: Options) -> Verdict:
-    """Examine one file; one over the size limit is refused before a byte of it is read."""
-    try:
-        size = path.stat().st_size
-        if size > options.limits.max_bytes:
-            return Verdict(str(path), False, issues=too_large(size, options.limits))
-        data = read_limited(path, options.limits)
-    except OSError as exc:
-        problem = error("FILE_UNREADABLE", f"cannot read the file: {exc.strerror}")
-        return Verdict(str(path), False, issues=[problem])
-    return examine(data, str(path), options)
 
 
 def _settings(args: argparse.Namespace, required: bool = False) -> Settings | None:
@@ -78,32 +59,25 @@ def _options(args: argparse.Namespace, settings: Settings | None) -> Options:
     return Options(schemas=load_schema_set(schemas_dir), limits=limits, trust_anchors=trust)
 
 
-def _print_human(v: Verdict) -> None:
-    if v.valid:
-        head = "valid"
-    elif v.well_formed:
-        head = "INVALID"
-    else:
-        head = "NOT WELL-FORMED" if any(i.apprec_code == "T01" for i in v.issues) else "UNREADABLE"
-    detail = " ".join(x for x in (v.standard, v.msg_type or "", v.msg_id or "") if x)
-    sig = f" signature {v.signature.status}" if v.signature.status != "absent" else ""
-    print(f"{v.source}: {head} {detail}{sig}".rstrip())
-    for issue in v.issues:
-        print("  " + issue.format(v.source))
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     options = _options(args, _settings(args))
-    verdicts = [examine_file(p, options) for p in _xml_files(args.paths)]
+    files = list(_xml_files(args.paths))
+    reports = validate_files(files, options, args.jobs)
+    valid = bad = 0
     if args.json:
-        json.dump([v.as_dict() for v in verdicts], sys.stdout, ensure_ascii=False, indent=2)
+        collected = []
+        for r in reports:
+            collected.append(r.data)
+            bad += not r.valid
+        json.dump(collected, sys.stdout, ensure_ascii=False, indent=2)
         print()
     else:
-        for v in verdicts:
-            _print_human(v)
-        bad = sum(1 for v in verdicts if not v.valid)
-        print(f"{len(verdicts)} file(s): {len(verdicts) - bad} valid, {bad} invalid")
-    return 0 if all(v.valid for v in verdicts) else 1
+        for r in reports:
+            print("\n".join(r.lines))
+            valid += r.valid
+            bad += not r.valid
+        print(f"{valid + bad} file(s): {valid} valid, {bad} invalid")
+    return 1 if bad else 0
 
 
 def cmd_apprec(args: argparse.Namespace) -> int:
@@ -158,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check KITH XML files like a compiler checks code")
     v.add_argument("--json", action="store_true", help="one JSON array with an object per file")
+    v.add_argument(
+        "--jobs", type=int, metavar="N", help="worker processes for many files (default: one per CPU)"
+    )
     schema_options(v)
     v.add_argument("paths", nargs="+", metavar="PATH", help="files, or directories searched for *.xml")
     v.set_defaults(func=cmd_validate)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pfhjem_msg.cli import examine_file
 from pfhjem_msg.kith import apprec
+from pfhjem_msg.kith.batch import examine_file
 from pfhjem_msg.kith.parse import Limits, parse_xml
 from pfhjem_msg.kith.schemas import SchemaSet
 from pfhjem_msg.kith.verdict import Options

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from pfhjem_msg.cli import examine_file
+from pfhjem_msg.kith.batch import examine_file
 from pfhjem_msg.kith.parse import _PARSER, Limits, parse_xml
 from pfhjem_msg.kith.verdict import Options, examine
 

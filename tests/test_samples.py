@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pfhjem_msg.cli import examine_file
 from pfhjem_msg.kith import apprec
+from pfhjem_msg.kith.batch import examine_file
 from pfhjem_msg.kith.verdict import Options
 from tests.conftest import SAMPLES, SampleRow, sample_files, sample_table
 

@@ -11,7 +11,7 @@ import re
 
 from pfhjem_msg.kith import codes
 from pfhjem_msg.kith.issues import Issue, error, warning
-from pfhjem_msg.kith.model import AppRecPayload, DialogPayload, EpikrisePayload, Message, Party
+from pfhjem_msg.kith.model import AppRecPayload, Message, Party
 
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 MIG_VERSIONS = {
@@ -58,9 +58,9 @@ def check(msg: Message, mig_version: str | None = None) -> list[Issue]:
         issues.append(warning("GEN_DATE_UNREADABLE", "GenDate is not a date and time"))
     for party, label in ((msg.sender, "sender"), (msg.receiver, "receiver")):
         issues.extend(_party(party, label))
-    if isinstance(msg.payload, AppRecPayload):
+    if msg.is_apprec and isinstance(msg.payload, AppRecPayload):
         issues.extend(_apprec(msg.payload))
-    elif isinstance(msg.payload, DialogPayload | EpikrisePayload):
+    elif msg.standard.startswith(("dialogmelding", "epikrise")):
         issues.extend(_patient(msg))
     return issues
 
@@ -74,7 +74,9 @@ def _party(party: Party | None, label: str) -> list[Issue]:
     for level in party.levels:
         her = level.her_id
         if her is not None and not her.isdigit():
-            out.append(warning("HER_ID_NOT_NUMERIC", f"a {label} HER-id is not a number", path=level.path))
+            out.append(
+                warning("HER_ID_NOT_NUMERIC", f"a {label} HER-id is not a number", path=str(level.path))
+            )
     return out
 
 

@@ -21,6 +21,7 @@ PERSON_ID_TYPES = frozenset(
 ORGANISATION_ID_TYPES = frozenset(
     {"HER", "ENH", "AVD", "LAV", "LIN", "LOK", "NPR", "RSH", "SYS", "APO", "AKO"}
 )
+ALL_ID_TYPES = PERSON_ID_TYPES | ORGANISATION_ID_TYPES
 NATIONAL_ID_TYPES = ("FNR", "DNR", "FHN")
 
 # 8279 Meldingens funksjon: the types this product meets. Others are valid KITH types too.

@@ -112,21 +112,46 @@ def _events(r: Reader, event: etree._Element, payload: EpikrisePayload) -> None:
 
 
 def read_epikrise(r: Reader, root: etree._Element) -> Message:
+    """The header (ids, patient, parties) now; the clinical content when first asked for."""
     version = VERSIONS.get(namespace(root), "1.2")
     msg = Message(standard="epikrise-1.2" if version == "1.2" else "epikrise-1.1", root="Message")
     msg.msg_type = r.code(root, "Type") or Code("EPIKRISE", None, "Epikrise")
     msg.msg_id = text(root, "MsgId")
     msg.gen_date = attr(root, "GenDate")
+    msg.payload_namespace = namespace(root)
     report = child(root, "ServRprt")
+    patients = children(report, "Patient")
+    msg.patient_count = len(patients)
+    if patients:
+        msg.patient = _patient(r, patients[0])
+    msg.sender = read_hcp(r, child(report, "ServProvider"))
+    msg.receiver = read_hcp(r, child(report, "Requester"), Code("PRIM", None, "Primærmottaker"))
+    msg.other_receivers = [
+        p
+        for p in (read_hcp(r, c, Code("COP", None, "Kopimottaker")) for c in children(report, "CopyDest"))
+        if p
+    ]
+    for refdoc in children(report, "RefDoc"):
+        msg.attachments.append(read_attachment(r, refdoc))
+    descr = child(report, "MsgDescr")
+    if descr is not None and text(descr):
+        msg.document_descriptions.append((r.path(descr), text(descr) or ""))
+    quiet = Reader(r.root, quiet=True)
+    msg.defer_payload(lambda: _content(quiet, report, msg, version))
+    return msg
+
+
+def _content(r: Reader, report: etree._Element | None, msg: Message, version: str) -> EpikrisePayload:
     payload = EpikrisePayload(
         version=version,
         msg_descr=text(report, "MsgDescr"),
         serv_type=r.code(report, "ServType"),
         status=r.code(report, "Status"),
         issue_date=attr(report, "IssueDate"),
+        serv_provider=msg.sender,
+        requester=msg.receiver,
+        copy_dest=list(msg.other_receivers),
     )
-    msg.payload = payload
-    msg.payload_namespace = namespace(root)
     for req in children(report, "ServReq"):
         for diag in children(req, "Diagnosis"):
             concept = child(diag, "Concept")
@@ -135,26 +160,9 @@ def read_epikrise(r: Reader, root: etree._Element) -> Message:
                 payload.diagnoses.append(Diagnosis(r.path(concept), code, "referral", attr(req, "IssueDate")))
     for event in children(report, "Event"):
         _events(r, event, payload)
-    patients = children(report, "Patient")
-    msg.patient_count = len(patients)
-    if patients:
-        msg.patient = _patient(r, patients[0])
-        for rel in children(patients[0], "PatRelHCP"):
+    for patient in children(report, "Patient")[:1]:
+        for rel in children(patient, "PatRelHCP"):
             party = read_hcp(r, rel, r.code(rel, "Relation"))
             if party is not None:
                 payload.gp_relations.append(party)
-    payload.serv_provider = read_hcp(r, child(report, "ServProvider"))
-    payload.requester = read_hcp(r, child(report, "Requester"), Code("PRIM", None, "Primærmottaker"))
-    payload.copy_dest = [
-        p
-        for p in (read_hcp(r, c, Code("COP", None, "Kopimottaker")) for c in children(report, "CopyDest"))
-        if p
-    ]
-    msg.sender = payload.serv_provider
-    msg.receiver = payload.requester
-    msg.other_receivers = list(payload.copy_dest)
-    for refdoc in children(report, "RefDoc"):
-        msg.attachments.append(read_attachment(r, refdoc))
-    if payload.msg_descr:
-        msg.document_descriptions.append((r.path(child(report, "MsgDescr")), payload.msg_descr))
-    return msg
+    return payload

@@ -7,9 +7,13 @@ and in the store, never in logs: ``__repr__`` of the classes that carry such dat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from pfhjem_msg.kith.parse import Where
 
 Standard = Literal[
     "msghead-1.2",
@@ -23,8 +27,7 @@ Standard = Literal[
 ]
 
 
-@dataclass(frozen=True)
-class Code:
+class Code(NamedTuple):
     """A coded value: V, the code system (S, an OID) when given, and the display text DN."""
 
     value: str
@@ -32,8 +35,7 @@ class Code:
     text: str | None = None
 
 
-@dataclass(frozen=True)
-class Ident:
+class Ident(NamedTuple):
     id: str
     type: str
     """The id type code (FNR, DNR, HER, HPR, ENH ...), trimmed and upper-cased."""
@@ -54,7 +56,7 @@ class PartyLevel:
     kind: PartyKind
     name: str | None
     idents: list[Ident] = field(default_factory=list)
-    path: str = ""
+    path: Where | None = None
     role_to_patient: Code | None = None
     """For a HealthcareProfessional: RoleToPatient (9034; 6 = fastlege)."""
 
@@ -122,7 +124,7 @@ class Patient:
 class Note:
     """A Dialogmelding Notat."""
 
-    path: str
+    path: Where
     tema_kodet: Code | None = None
     tema: str | None = None
     text: str = ""
@@ -137,7 +139,7 @@ class Note:
 class Request:
     """A Dialogmelding Foresporsel."""
 
-    path: str
+    path: Where
     type: Code | None = None
     subject: str | None = None
     text: str = ""
@@ -151,7 +153,7 @@ class Request:
 class RelatedRole:
     """A RollerRelatertNotat: a person (often the patient's GP) related to a note or request."""
 
-    path: str
+    path: Where
     role_note: Code | None = None
     role_to_patient: Code | None = None
     person: PartyLevel | None = None
@@ -172,7 +174,7 @@ class DialogPayload:
 class Comment:
     """An Epikrise Event/Comment: a heading (8311) and free text."""
 
-    path: str
+    path: Where
     heading: Code | None = None
     text: str = ""
 
@@ -182,7 +184,7 @@ class Comment:
 
 @dataclass
 class Diagnosis:
-    path: str
+    path: Where
     code: Code
     kind: str | None = None
     """8233: H main diagnosis, B secondary; ``referral`` for ServReq/Diagnosis."""
@@ -202,7 +204,7 @@ class EpikrisePayload:
     issue_date: str | None = None
     comments: list[Comment] = field(default_factory=list)
     diagnoses: list[Diagnosis] = field(default_factory=list)
-    services: list[tuple[str, Code]] = field(default_factory=list)
+    services: list[tuple[Where, Code]] = field(default_factory=list)
     """(path, code) of each Event/Service/ServId: the service described."""
     gp_relations: list[Party] = field(default_factory=list)
     """Patient/PatRelHCP, with the relation code (FLE = fastlege) as the Party's role."""
@@ -221,11 +223,14 @@ class AppRecPayload:
     original_issue_date: str | None = None
 
 
+Payload = DialogPayload | EpikrisePayload | AppRecPayload
+
+
 @dataclass
 class Attachment:
     """A document after the first in MsgHead, or an Epikrise RefDoc."""
 
-    path: str
+    path: Where
     mime_type: str | None
     size: int | None
     """Decoded size in bytes when the attachment is inline, else None."""
@@ -254,11 +259,28 @@ class Message:
     patient: Patient | None = None
     patient_count: int = 0
     payload_namespace: str | None = None
-    payload: DialogPayload | EpikrisePayload | AppRecPayload | None = None
+    _payload: Payload | None = field(default=None, repr=False)
+    _load_payload: Callable[[], Payload | None] | None = field(default=None, repr=False)
     attachments: list[Attachment] = field(default_factory=list)
-    document_descriptions: list[tuple[str, str]] = field(default_factory=list)
+    document_descriptions: list[tuple[Where, str]] = field(default_factory=list)
     """(path, text) of MsgHead Document ContentDescription / RefDoc Description: where some
     senders put the letter's title."""
+
+    @property
+    def payload(self) -> Payload | None:
+        """The payload's content, read on first use: validating a message needs only its
+        header, and reading notes and clinical text is most of the cost of reading."""
+        if self._load_payload is not None:
+            loader, self._load_payload = self._load_payload, None
+            self._payload = loader()
+        return self._payload
+
+    @payload.setter
+    def payload(self, value: Payload | None) -> None:
+        self._payload, self._load_payload = value, None
+
+    def defer_payload(self, loader: Callable[[], Payload | None]) -> None:
+        self._load_payload = loader
 
     @property
     def gen_datetime(self) -> datetime | None:

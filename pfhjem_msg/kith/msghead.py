@@ -135,11 +135,12 @@ def read_msghead(r: Reader, root: etree._Element) -> Message:
     if local(payload_root) == "Dialogmelding" and ns in (DIALOG_1_0, DIALOG_1_1):
         version = "1.0" if ns == DIALOG_1_0 else "1.1"
         msg.standard = "dialogmelding-1.0" if version == "1.0" else "dialogmelding-1.1"
-        msg.payload = dialogmelding.read_dialog(r, payload_root, version)
+        quiet = Reader(r.root, quiet=True)
+        msg.defer_payload(lambda: dialogmelding.read_dialog(quiet, payload_root, version))
     elif local(payload_root) == "Message" and ns in epikrise.VERSIONS:
         inner = epikrise.read_epikrise(r, payload_root)
         msg.standard = inner.standard
-        msg.payload = inner.payload
+        msg.defer_payload(lambda: inner.payload)
         msg.attachments.extend(inner.attachments)
         if msg.patient is None:
             msg.patient, msg.patient_count = inner.patient, inner.patient_count

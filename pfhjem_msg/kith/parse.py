@@ -180,22 +180,50 @@ def find_kith_root(document: etree._Element) -> etree._Element | None:
     return None
 
 
+_NS_PART = re.compile(r"\{[^}]*\}")
+
+
 def path_of(el: etree._Element, stop: etree._Element | None = None) -> str:
-    """An XPath-like path of local names, with [n] where siblings share a name."""
-    parts: list[str] = []
-    node: etree._Element | None = el
-    while node is not None:
-        name = local(node)
-        parent = node.getparent()
-        if parent is not None and node is not stop:
-            same = [c for c in parent if c.tag == node.tag]
-            if len(same) > 1:
-                name += f"[{same.index(node) + 1}]"
-        parts.append(name)
-        if node is stop:
-            break
-        node = parent
-    return "/" + "/".join(reversed(parts))
+    """An XPath-like path of local names from ``stop`` (default: the document root) down to
+    ``el``, with [n] where siblings share a name."""
+    tree = el.getroottree()
+    top = stop if stop is not None else tree.getroot()
+    if el is top:
+        return "/" + local(el)
+    full = tree.getelementpath(el)
+    if top is not tree.getroot():
+        prefix = tree.getelementpath(top) + "/"
+        if full.startswith(prefix):
+            full = full[len(prefix) :]
+    return "/" + local(top) + "/" + _NS_PART.sub("", full)
+
+
+class Where:
+    """Where an element sits, as a path computed only when read: a message yields dozens of
+    locations and most are never shown to anyone."""
+
+    __slots__ = ("_node", "_text", "_top")
+
+    def __init__(self, node: etree._Element, top: etree._Element | None = None) -> None:
+        self._node: etree._Element | None = node
+        self._top = top
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            assert self._node is not None
+            self._text = path_of(self._node, self._top)
+            self._node = self._top = None
+        return self._text
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __eq__(self, other: object) -> bool:
+        return str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
 
 
 def text_of(el: etree._Element | None) -> str:

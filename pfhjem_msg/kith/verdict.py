@@ -63,6 +63,20 @@ class Verdict:
     def msg_id(self) -> str | None:
         return self.message.msg_id if self.message else None
 
+    def human_lines(self) -> list[str]:
+        """The verdict as a compiler would print it: a line for the file, a line per issue."""
+        if self.valid:
+            head = "valid"
+        elif self.well_formed:
+            head = "INVALID"
+        else:
+            head = "NOT WELL-FORMED" if any(i.apprec_code == "T01" for i in self.issues) else "UNREADABLE"
+        detail = " ".join(x for x in (self.standard, self.msg_type or "", self.msg_id or "") if x)
+        sig = f" signature {self.signature.status}" if self.signature.status != "absent" else ""
+        return [f"{self.source}: {head} {detail}{sig}".rstrip()] + [
+            "  " + issue.format(self.source) for issue in self.issues
+        ]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "file": self.source,
@@ -143,7 +157,7 @@ def examine(data: bytes, source: str = "-", options: Options | None = None) -> V
         )
     else:
         verdict.standard = msg.standard
-        if msg.root == "MsgHead" and msg.payload is None:
+        if msg.standard == "msghead-1.2":
             what = f"namespace {msg.payload_namespace}" if msg.payload_namespace else "no XML payload"
             verdict.issues.append(
                 error(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -16,28 +17,46 @@ from lxml import etree
 from pfhjem_msg.kith import codes
 from pfhjem_msg.kith.issues import Issue, warning
 from pfhjem_msg.kith.model import Attachment, Code, Ident, PartyKind, PartyLevel
-from pfhjem_msg.kith.parse import local, path_of
+from pfhjem_msg.kith.parse import Where, local, path_of
+
+_local = threading.local()
+
+
+def _kids(el: etree._Element) -> dict[str, list[etree._Element]]:
+    """Children of ``el`` by local name, built once per element per read (see ``fresh_index``).
+    Readers look up several children of each element; one pass over them is far cheaper than
+    one lxml search per name."""
+    cache: dict[etree._Element, dict[str, list[etree._Element]]] | None = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = {}
+    found = cache.get(el)
+    if found is None:
+        found = {}
+        for c in el:
+            tag = c.tag
+            if tag.__class__ is str:
+                found.setdefault(tag[tag.rfind("}") + 1 :], []).append(c)
+        cache[el] = found
+    return found
+
+
+def fresh_index() -> None:
+    """Forget the child index of the previous document (call before reading a new one)."""
+    _local.cache = {}
 
 
 def child(el: etree._Element | None, name: str) -> etree._Element | None:
+    """The first child named ``name``, in whatever namespace the sender put it."""
     if el is None:
         return None
-    for c in el:
-        if isinstance(c.tag, str) and local(c) == name:
-            return c
-    return None
+    found = _kids(el).get(name)
+    return found[0] if found else None
 
 
 def children(el: etree._Element | None, name: str) -> list[etree._Element]:
     if el is None:
         return []
-    return [c for c in el if isinstance(c.tag, str) and local(c) == name]
-
-
-def descendants(el: etree._Element | None, name: str) -> list[etree._Element]:
-    if el is None:
-        return []
-    return [c for c in el.iter(tag=etree.Element) if local(c) == name and c is not el]
+    return _kids(el).get(name, [])
 
 
 def text(el: etree._Element | None, name: str | None = None) -> str | None:
@@ -63,12 +82,20 @@ class Reader:
 
     root: etree._Element
     issues: list[Issue] = field(default_factory=list)
+    quiet: bool = False
+    """Read without noting deviations: payloads are read on demand, and a message's issues
+    must not depend on whether anyone has looked at its payload."""
 
-    def path(self, el: etree._Element) -> str:
-        return path_of(el, self.root)
+    def __post_init__(self) -> None:
+        fresh_index()
+
+    def path(self, el: etree._Element) -> Where:
+        return Where(el, self.root)
 
     def deviation(self, code: str, message: str, el: etree._Element) -> None:
-        self.issues.append(warning(code, message, line=el.sourceline, path=self.path(el)))
+        if self.quiet:
+            return
+        self.issues.append(warning(code, message, line=el.sourceline, path=path_of(el, self.root)))
 
     def code(self, el: etree._Element | None, name: str | None = None) -> Code | None:
         target = child(el, name) if name else el
@@ -97,7 +124,7 @@ class Reader:
         type_value = type_code.value.upper()
         expected = codes.PERSON_ID_SYSTEM if person else codes.ORGANISATION_ID_SYSTEM
         known = codes.PERSON_ID_TYPES if person else codes.ORGANISATION_ID_TYPES
-        if type_value not in known and type_value not in codes.PERSON_ID_TYPES | codes.ORGANISATION_ID_TYPES:
+        if type_value not in known and type_value not in codes.ALL_ID_TYPES:
             self.deviation(
                 "ID_TYPE_UNKNOWN",
                 f"id type {type_value!r} is not in code system {'8116' if person else '9051'}",
