@@ -12,10 +12,13 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pfhjem_msg import __version__
 from pfhjem_msg.config import Settings, find_config, load
+from pfhjem_msg.decision import decide
 from pfhjem_msg.errors import PfhjemError
+from pfhjem_msg.gpregistry import GPRegistry
 from pfhjem_msg.kith import apprec
 from pfhjem_msg.kith.batch import examine_file, validate_files
 from pfhjem_msg.kith.parse import Limits
@@ -99,6 +102,81 @@ def cmd_apprec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    settings = _settings(args, required=True)
+    assert settings is not None
+    options = _options(args, settings)
+    registry = GPRegistry(settings.gp_registry) if settings.gp_registry else None
+    path = Path(args.path)
+    if not path.is_file():
+        raise UsageError(f"{args.path}: no such file")
+    result = decide(examine_file(path, options), settings, registry)
+    data = result.as_dict()
+    if args.json:
+        json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print("\n".join(explain_lines(data)))
+    return 0
+
+
+def explain_lines(d: dict[str, Any]) -> list[str]:
+    out = [
+        f"file:           {d['file']}",
+        f"message:        {d['standard']} {d['msg_type'] or '-'} MsgId {d['msg_id'] or '-'}"
+        + ("" if d["valid"] else "  (not valid: see `pfhjem-msg validate`)"),
+        f"marked:         {'yes' if d['marked'] else 'no'}"
+        + ("" if d["marked"] else f" ({d['not_marked_reason']})"),
+    ]
+    out += [f"  {m['where']}: «{m['text']}» (rule {m['rule']})" for m in d["marking"]]
+    if d["contact_point"] is not None:
+        out.append(f"contact point:  {d['contact_point']} ({d['contact_point_reason']})")
+    if d["diagnosis_date"]:
+        src = d["diagnosis_date_from"]
+        out.append(f"diagnosis date: {d['diagnosis_date']} ({src['how']}, at {src['where']})")
+    else:
+        out.append("diagnosis date: not given")
+    if d["municipal_contact_at"]:
+        out.append(f"municipal contact named at {d['municipal_contact_at']}")
+    out.append(f"municipality:   {d['municipality'] or '-'}")
+    out.append(f"routing:        {d['routing_action']}: {d['routing_reason']}")
+    for r in d["routing"]:
+        out.append(
+            f"  {r['role']:<9} {r['her_id'] or '-':<9} {r['name']} via {r['transport']}: {r['reason']}"
+        )
+    out += [f"  note: {n}" for n in d["notes"]]
+    a = d["apprec"]
+    if a["due"]:
+        errors = " " + " ".join(a["errors"]) if a["errors"] else ""
+        out.append(f"apprec:         {a['version']} status {a['status']}{errors}")
+    else:
+        out.append(f"apprec:         none ({a['reason']})")
+    for w in d["followups"]:
+        out.append(
+            f"follow-up:      SP{w['point']} {w['window_start']} .. {w['window_end']} (anchor {w['anchor']})"
+        )
+    return out
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Load everything the configuration names and report every problem at once."""
+    settings = _settings(args, required=True)
+    assert settings is not None
+    load_schema_set(settings.kith.schemas)
+    problems: list[str] = []
+    if settings.gp_registry is not None:
+        problems += GPRegistry(settings.gp_registry).problems
+    if not settings.municipalities:
+        problems.append("no [[municipality]] is configured: every message would go unrouted")
+    for p in problems:
+        print(f"problem: {p}")
+    names = ", ".join(m.name for m in settings.municipalities) or "none"
+    print(
+        f"{settings.path}: {'OK' if not problems else f'{len(problems)} problem(s)'}; municipalities: {names}"
+    )
+    return 1 if problems else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args, required=True)
     assert settings is not None
@@ -146,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("path", metavar="PATH")
     a.set_defaults(func=cmd_apprec)
+
+    e = sub.add_parser("explain", help="show what the daemon would do with one message, and why")
+    e.add_argument("--json", action="store_true", help="one JSON object")
+    e.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    e.add_argument("--schemas", metavar="DIR", help="validate against the XSD files in DIR")
+    e.add_argument("path", metavar="PATH")
+    e.set_defaults(func=cmd_explain)
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    cc = csub.add_parser("check", help="load the configuration and everything it names; report all problems")
+    cc.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    cc.set_defaults(func=cmd_config_check)
 
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")

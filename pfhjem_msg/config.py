@@ -11,12 +11,13 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.signature import SigningKey
+from pfhjem_msg.pathway import MatcherConfig
 
 DEFAULT_PATHS = ("/etc/pfhjem-msg/config.toml",)
 
@@ -30,12 +31,48 @@ class KithSettings:
     signing: SigningKey | None = None
 
 
+Transport = Literal["dir", "smtp", "hub"]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a delivery goes: a directory, an e-mail address, or the hub's outbox (to a
+    HER-id, for the hub to send as a KITH message)."""
+
+    name: str
+    her_id: str | None
+    transport: Transport
+    path: Path | None = None
+    address: str | None = None
+
+    def describe(self) -> str:
+        if self.transport == "dir":
+            return f"dir:{self.path}"
+        if self.transport == "smtp":
+            return f"smtp:{self.address}"
+        return "hub"
+
+
+@dataclass(frozen=True)
+class Municipality:
+    name: str
+    her_ids: tuple[str, ...]
+    case_unit: Destination
+    default: Destination
+    """Where unmarked messages go (the case unit unless configured otherwise)."""
+    kreftkoordinator: Destination | None = None
+
+
 @dataclass
 class Settings:
     path: Path
     kith: KithSettings = field(default_factory=KithSettings)
     apprec: AppRecPolicy = field(default_factory=AppRecPolicy)
     state_dir: Path = Path("var")
+    municipalities: list[Municipality] = field(default_factory=list)
+    hub_outbox: Path = Path("var/outbox")
+    gp_registry: Path | None = None
+    pathway: MatcherConfig = field(default_factory=MatcherConfig)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     """The whole parsed file, for sections that later parts of the product read."""
 
@@ -69,7 +106,7 @@ def _path(base: Path, value: Any, key: str, problems: _Problems, must_exist: boo
         return None
     path = Path(value)
     if not path.is_absolute():
-        path = base / path
+        path = (base / path).resolve()
     if must_exist and not path.exists():
         problems.add(key, f"{path} does not exist")
     return path
@@ -141,12 +178,9 @@ def load(path: Path) -> Settings:
         problems.add("apprec.unknown_receiver", 'must be "apprec_e21" or "hold"')
         unknown = "apprec_e21"
     known: set[str] = set()
-    for i, m in enumerate(raw.get("municipality", []) or []):
-        ids = m.get("her_ids", []) if isinstance(m, dict) else None
-        if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
-            problems.add(f"municipality[{i}].her_ids", "must be a list of strings")
-            continue
-        known.update(ids)
+    for m in raw.get("municipality", []) if isinstance(raw.get("municipality", []), list) else []:
+        ids = m.get("her_ids", []) if isinstance(m, dict) else []
+        known.update(x for x in ids if isinstance(x, str)) if isinstance(ids, list) else None
     settings.apprec = AppRecPolicy(
         reject_schema_errors=reject,
         known_her_ids=frozenset(known) if known else None,
@@ -154,5 +188,100 @@ def load(path: Path) -> Settings:
     )
     state = raw.get("state_dir", "../var")
     settings.state_dir = _path(base, state, "state_dir", problems) or base / "var"
+    hub = raw.get("hub", {}) if isinstance(raw.get("hub", {}), dict) else {}
+    settings.hub_outbox = (
+        _path(base, hub.get("outbox"), "hub.outbox", problems) or settings.state_dir / "outbox"
+    )
+    settings.municipalities = _municipalities(raw.get("municipality", []), base, settings.state_dir, problems)
+    registry = raw.get("gp_registry")
+    if registry is not None:
+        if not isinstance(registry, dict):
+            problems.add("gp_registry", "must be a table with a file key")
+        else:
+            settings.gp_registry = _path(
+                base, registry.get("file"), "gp_registry.file", problems, must_exist=True
+            )
+    pathway = raw.get("pathway", {})
+    if isinstance(pathway, dict):
+        phrases = pathway.get("phrases", [])
+        negations = pathway.get("negations", [])
+        for setting, value in (("pathway.phrases", phrases), ("pathway.negations", negations)):
+            if not isinstance(value, list) or not all(isinstance(x, str) and x.strip() for x in value):
+                problems.add(setting, "must be a list of non-empty strings")
+        if isinstance(phrases, list) and isinstance(negations, list):
+            settings.pathway = MatcherConfig(tuple(map(str, phrases)), tuple(map(str, negations)))
     problems.raise_if_any()
     return settings
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "unit"
+
+
+def _destination(
+    value: Any, key: str, base: Path, default_dir: Path, problems: _Problems
+) -> Destination | None:
+    if not isinstance(value, dict):
+        problems.add(key, 'must be a table such as { her_id = "…", name = "…" }')
+        return None
+    name = value.get("name")
+    her_id = value.get("her_id")
+    if not isinstance(name, str) or not name:
+        problems.add(f"{key}.name", "is required")
+        name = "?"
+    if her_id is not None and not (isinstance(her_id, str) and her_id.isdigit()):
+        problems.add(f"{key}.her_id", "must be a HER-id written as a string of digits")
+        her_id = None
+    transport = value.get("transport", "dir")
+    if transport not in ("dir", "smtp", "hub"):
+        problems.add(f"{key}.transport", 'must be "dir", "smtp" or "hub"')
+        return None
+    path = None
+    address = None
+    if transport == "dir":
+        path = _path(base, value.get("path"), f"{key}.path", problems) or default_dir / _slug(name)
+    elif transport == "smtp":
+        address = value.get("address")
+        if not isinstance(address, str) or "@" not in address:
+            problems.add(f"{key}.address", "must be an e-mail address for transport smtp")
+    elif her_id is None:
+        problems.add(f"{key}.her_id", "is required for transport hub")
+    return Destination(name, her_id, cast(Transport, transport), path, address)
+
+
+def _municipalities(value: Any, base: Path, state_dir: Path, problems: _Problems) -> list[Municipality]:
+    out: list[Municipality] = []
+    if not isinstance(value, list):
+        problems.add("municipality", "must be an array of tables ([[municipality]])")
+        return out
+    seen: dict[str, str] = {}
+    for i, m in enumerate(value):
+        key = f"municipality[{i}]"
+        if not isinstance(m, dict):
+            problems.add(key, "must be a table")
+            continue
+        name = m.get("name")
+        if not isinstance(name, str) or not name:
+            problems.add(f"{key}.name", "is required")
+            continue
+        ids = m.get("her_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(x, str) and x.isdigit() for x in ids):
+            problems.add(f"{key}.her_ids", "must be a non-empty list of HER-ids written as strings")
+            continue
+        for her in ids:
+            if her in seen:
+                problems.add(f"{key}.her_ids", f"HER-id {her} is already {seen[her]}'s")
+            seen[her] = name
+        units = state_dir / "case-units"
+        case_unit = _destination(m.get("case_unit"), f"{key}.case_unit", base, units, problems)
+        default = case_unit
+        if "default" in m:
+            default = _destination(m["default"], f"{key}.default", base, units, problems)
+        coordinator = None
+        if "kreftkoordinator" in m:
+            coordinator = _destination(
+                m["kreftkoordinator"], f"{key}.kreftkoordinator", base, units, problems
+            )
+        if case_unit is not None and default is not None:
+            out.append(Municipality(name, tuple(ids), case_unit, default, coordinator))
+    return out

@@ -141,6 +141,7 @@ def read_msghead(r: Reader, root: etree._Element) -> Message:
         inner = epikrise.read_epikrise(r, payload_root)
         msg.standard = inner.standard
         msg.defer_payload(lambda: inner.payload)
+        msg.document_descriptions.extend(inner.document_descriptions)
         msg.attachments.extend(inner.attachments)
         if msg.patient is None:
             msg.patient, msg.patient_count = inner.patient, inner.patient_count
