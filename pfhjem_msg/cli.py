@@ -24,6 +24,7 @@ from pfhjem_msg.kith.batch import examine_file, validate_files
 from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.schemas import load_schema_set
 from pfhjem_msg.kith.verdict import Options
+from pfhjem_msg.logs import configure as configure_logs
 
 
 class UsageError(PfhjemError):
@@ -180,13 +181,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args, required=True)
     assert settings is not None
-    load_schema_set(settings.kith.schemas)
-    print(
-        f"pfhjem-msg {__version__}: configuration {settings.path} is valid and the schemas compile.\n"
-        "The message daemon itself is not built yet: `run` stops here. Use `validate` and "
-        "`apprec` to check messages."
-    )
-    return 0
+    configure_logs(args.log_level)
+    from pfhjem_msg.daemon import Daemon
+
+    daemon = Daemon(settings)
+    return daemon.run_once() if args.once else daemon.run_service()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the daemon")
     r.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
-    r.add_argument("--once", action="store_true", help="process what is waiting, then exit")
+    r.add_argument(
+        "--once", action="store_true", help="take in what is waiting, process and deliver it, exit"
+    )
+    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     r.set_defaults(func=cmd_run)
     return parser
 

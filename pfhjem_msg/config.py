@@ -18,6 +18,8 @@ from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.signature import SigningKey
 from pfhjem_msg.pathway import MatcherConfig
+from pfhjem_msg.retry import RetryPolicy
+from pfhjem_msg.transport.smtp import SmtpSettings
 
 DEFAULT_PATHS = ("/etc/pfhjem-msg/config.toml",)
 
@@ -63,6 +65,16 @@ class Municipality:
     kreftkoordinator: Destination | None = None
 
 
+@dataclass(frozen=True)
+class IntakeSettings:
+    spool: Path | None = None
+    settle_seconds: float = 1.0
+    """A spool file must be unchanged this long before it is taken (the hub may still write)."""
+    poll_seconds: float = 1.0
+    smtp_host: str | None = None
+    smtp_port: int = 2525
+
+
 @dataclass
 class Settings:
     path: Path
@@ -73,6 +85,10 @@ class Settings:
     hub_outbox: Path = Path("var/outbox")
     gp_registry: Path | None = None
     pathway: MatcherConfig = field(default_factory=MatcherConfig)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sweep_seconds: float = 2.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     """The whole parsed file, for sections that later parts of the product read."""
 
@@ -210,8 +226,88 @@ def load(path: Path) -> Settings:
                 problems.add(setting, "must be a list of non-empty strings")
         if isinstance(phrases, list) and isinstance(negations, list):
             settings.pathway = MatcherConfig(tuple(map(str, phrases)), tuple(map(str, negations)))
+    settings.intake = _intake(raw.get("intake", {}), base, settings.state_dir, problems)
+    settings.smtp = _smtp(raw.get("smtp", {}), problems)
+    settings.retry = _retry(raw.get("retry", {}), problems)
+    daemon = raw.get("daemon", {}) if isinstance(raw.get("daemon", {}), dict) else {}
+    settings.sweep_seconds = _number(daemon, "sweep_seconds", 2.0, problems, "daemon")
     problems.raise_if_any()
     return settings
+
+
+def _number(section: dict[str, Any], key: str, default: float, problems: _Problems, prefix: str) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        problems.add(f"{prefix}.{key}", "must be a number of seconds, zero or more")
+        return default
+    return float(value)
+
+
+def _intake(section: Any, base: Path, state_dir: Path, problems: _Problems) -> IntakeSettings:
+    if not isinstance(section, dict):
+        problems.add("intake", "must be a table")
+        return IntakeSettings()
+    spool = _path(base, section.get("spool"), "intake.spool", problems) if "spool" in section else None
+    smtp = section.get("smtp")
+    host, port = None, 2525
+    if smtp is not None:
+        if not isinstance(smtp, dict):
+            problems.add("intake.smtp", "must be a table with host and port")
+        else:
+            host = smtp.get("host", "127.0.0.1")
+            port = smtp.get("port", 2525)
+            if not isinstance(host, str) or not host:
+                problems.add("intake.smtp.host", "must be a host name or address")
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+                problems.add("intake.smtp.port", "must be a port number (0 picks a free one)")
+                port = 2525
+    return IntakeSettings(
+        spool=spool,
+        settle_seconds=_number(section, "settle_seconds", 1.0, problems, "intake"),
+        poll_seconds=_number(section, "poll_seconds", 1.0, problems, "intake"),
+        smtp_host=host if isinstance(host, str) else None,
+        smtp_port=int(port),
+    )
+
+
+def _smtp(section: Any, problems: _Problems) -> SmtpSettings:
+    if not isinstance(section, dict):
+        problems.add("smtp", "must be a table")
+        return SmtpSettings()
+    password = section.get("password")
+    if isinstance(password, str):
+        resolved = resolve_env(password)
+        if resolved is None:
+            problems.add("smtp.password", f"names the environment variable {password[4:]}, which is not set")
+        password = resolved
+    port = section.get("port", 25)
+    if not isinstance(port, int) or isinstance(port, bool):
+        problems.add("smtp.port", "must be a port number")
+        port = 25
+    return SmtpSettings(
+        host=str(section.get("host", "127.0.0.1")),
+        port=port,
+        starttls=bool(section.get("starttls", False)),
+        username=section.get("username"),
+        password=password,
+        sender=str(section.get("sender", "pfhjem-msg@localhost")),
+        timeout=_number(section, "timeout", 30.0, problems, "smtp"),
+    )
+
+
+def _retry(section: Any, problems: _Problems) -> RetryPolicy:
+    if not isinstance(section, dict):
+        problems.add("retry", "must be a table")
+        return RetryPolicy()
+    d = RetryPolicy()
+    return RetryPolicy(
+        max_attempts=_int(section, "max_attempts", d.max_attempts, problems, "retry"),
+        base_seconds=_number(section, "base_seconds", d.base_seconds, problems, "retry"),
+        factor=_number(section, "factor", d.factor, problems, "retry"),
+        max_seconds=_number(section, "max_seconds", d.max_seconds, problems, "retry"),
+        jitter=_number(section, "jitter", d.jitter, problems, "retry"),
+        pipeline_attempts=_int(section, "pipeline_attempts", d.pipeline_attempts, problems, "retry"),
+    )
 
 
 def _slug(name: str) -> str:

@@ -50,6 +50,8 @@ class Verdict:
     issues: list[Issue] = field(default_factory=list)
     salvaged: bool = False
     """True when ``message`` was read from a document that is not well-formed."""
+    root: etree._Element | None = field(default=None, repr=False)
+    """The KITH root element (for carrying attachments over); None when nothing was read."""
 
     @property
     def valid(self) -> bool:
@@ -145,6 +147,7 @@ def examine(data: bytes, source: str = "-", options: Options | None = None) -> V
         )
     msg, mig = read_message(kith_root, verdict.issues)
     verdict.message = msg
+    verdict.root = kith_root
     ns = namespace(kith_root)
     if msg is None:
         verdict.issues.append(

@@ -1,0 +1,131 @@
+"""The composition root: store, intake, pipeline, scheduler, signals.
+
+``run_once`` takes in everything waiting, processes it and delivers what is due, then
+returns (for cron-style use and tests). ``run_service`` runs until SIGTERM or SIGINT, then
+stops taking messages, finishes the round in hand and closes the store. After a crash either
+one resumes every unfinished message from its last committed step: the store is the only
+record of what is due; the scheduler only wakes the sweeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from pfhjem_msg.config import Settings
+from pfhjem_msg.intake.smtp import StoringHandler, start_server
+from pfhjem_msg.intake.spool import Spool
+from pfhjem_msg.logs import get_logger
+from pfhjem_msg.pipeline import Pipeline
+from pfhjem_msg.store import open_store
+from pfhjem_msg.store.base import Store
+
+log = get_logger("pfhjem_msg.daemon")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store: Store = open_store(settings.state_dir)
+        self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp)
+        self.spool = (
+            Spool(
+                settings.intake.spool,
+                self.store,
+                clock,
+                settings.intake.settle_seconds,
+                settings.kith.limits.max_bytes,
+            )
+            if settings.intake.spool
+            else None
+        )
+
+    def round(self) -> int:
+        """One pass over everything due; the amount of work done (0 when idle)."""
+        work = self.spool.scan(limit=200) if self.spool else 0
+        work += self.pipeline.process_due(limit=200)
+        work += self.pipeline.deliver_due(limit=500)
+        return work
+
+    def run_once(self) -> int:
+        while self.round():
+            pass
+        counts = self.store.counts()
+        log.info("daemon.once_done", **{f"state_{k}": v for k, v in counts.items()})
+        self.store.close()
+        return 0
+
+    async def serve(
+        self, stop: asyncio.Event, started: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        worker = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+        intake = ThreadPoolExecutor(1, thread_name_prefix="intake")
+        wake = asyncio.Event()
+        scheduler = AsyncIOScheduler(event_loop=loop)
+        scheduler.add_job(wake.set, "interval", seconds=max(0.05, self.settings.sweep_seconds), id="sweep")
+        scheduler.add_job(self.pipeline.flag_overdue_receipts, "interval", minutes=15, id="receipts")
+        scheduler.start()
+        server = None
+        info: dict[str, Any] = {"spool": str(self.settings.intake.spool) if self.spool else None}
+        if self.settings.intake.smtp_host:
+            handler = StoringHandler(self.store, self.clock, intake, wake.set)
+            server = await start_server(
+                handler,
+                self.settings.intake.smtp_host,
+                self.settings.intake.smtp_port,
+                self.settings.kith.limits.max_bytes,
+            )
+            info["smtp_port"] = server.sockets[0].getsockname()[1]
+        log.info("daemon.started", **info)
+        if started:
+            started(info)
+        poll = max(0.05, self.settings.intake.poll_seconds)
+        try:
+            while not stop.is_set():
+                try:
+                    busy = await loop.run_in_executor(worker, self.round)
+                except Exception as exc:  # the store is down or similar: keep serving, log, wait
+                    log.error("daemon.round_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                    busy = 0
+                if busy:
+                    continue
+                wake.clear()
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+                await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+        finally:
+            log.info("daemon.stopping")
+            if server is not None:
+                server.close()
+                with contextlib.suppress(Exception):
+                    await server.wait_closed()
+            scheduler.shutdown(wait=False)
+            worker.shutdown(wait=True)
+            intake.shutdown(wait=True)
+            self.store.close()
+            log.info("daemon.stopped")
+
+    def run_service(self) -> int:
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await self.serve(stop)
+
+        asyncio.run(main())
+        return 0

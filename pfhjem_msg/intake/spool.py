@@ -1,0 +1,102 @@
+"""The spool directory the hub writes into.
+
+A file is taken once it has not changed for ``settle`` seconds (the hub may write in place,
+not atomically). It is claimed by renaming it into ``.claimed/``, stored durably, then removed.
+A file claimed before a crash is found in ``.claimed/`` and stored again on the next scan;
+storing is idempotent on the bytes, so nothing is doubled. A file that cannot be stored stays
+in ``.claimed/`` and is retried; one over the size limit is moved to ``.refused/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from pfhjem_msg.errors import StoreError
+from pfhjem_msg.logs import get_logger
+from pfhjem_msg.store.base import Store
+
+log = get_logger("pfhjem_msg.intake.spool")
+SKIP_SUFFIXES = (".tmp", ".part", ".partial", ".swp")
+
+
+class Spool:
+    def __init__(self, directory: Path, store: Store, clock: Callable[[], datetime],
+                 settle_seconds: float = 1.0, max_bytes: int = 64 * 1024 * 1024) -> None:  # fmt: skip
+        self.directory = directory
+        self.claimed = directory / ".claimed"
+        self.refused = directory / ".refused"
+        self.store = store
+        self.clock = clock
+        self.settle = settle_seconds
+        self.max_bytes = max_bytes
+        self.claimed.mkdir(parents=True, exist_ok=True)
+        self.last_intake: datetime | None = None
+
+    def _ready(self) -> list[Path]:
+        now = time.time()
+        ready = []
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError as exc:
+            log.error("spool.unreadable", directory=str(self.directory), error=exc.strerror)
+            return []
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name.endswith(SKIP_SUFFIXES) or not entry.is_file():
+                continue
+            try:
+                if now - entry.stat().st_mtime >= self.settle:
+                    ready.append(Path(entry.path))
+            except FileNotFoundError:
+                continue
+        return sorted(ready, key=lambda p: p.name)
+
+    def scan(self, limit: int = 1000) -> int:
+        """Store what is waiting (claimed leftovers first); return how many were stored."""
+        stored = 0
+        for path in sorted(self.claimed.iterdir(), key=lambda p: p.name)[:limit]:
+            stored += self._store(path)
+        for path in self._ready()[: max(0, limit - stored)]:
+            target = self.claimed / path.name
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:
+                continue  # taken by another scanner
+            except OSError as exc:
+                log.error("spool.claim_failed", file=path.name, error=exc.strerror)
+                continue
+            stored += self._store(target)
+        return stored
+
+    def _store(self, path: Path) -> int:
+        try:
+            size = path.stat().st_size
+            if size > self.max_bytes:
+                self.refused.mkdir(exist_ok=True)
+                os.rename(path, self.refused / path.name)
+                log.error("spool.too_large", file=path.name, size=size, limit=self.max_bytes)
+                return 0
+            data = path.read_bytes()
+        except OSError as exc:
+            log.error("spool.read_failed", file=path.name, error=exc.strerror)
+            return 0
+        try:
+            accepted = self.store.accept(data, f"spool:{path.name}", self.clock())
+        except StoreError as exc:
+            log.error("spool.store_failed", file=path.name, error=str(exc)[:200])
+            return 0
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        self.last_intake = self.clock()
+        log.info(
+            "message.received",
+            message_id=accepted.message_id,
+            source="spool",
+            file=path.name,
+            new=accepted.new,
+        )
+        return 1

@@ -1,0 +1,48 @@
+"""Logging with structlog: JSON lines when not on a terminal, readable lines on one.
+
+Every line about a message carries our id, the MsgId, the type and the HER-ids; never a
+national id, a name, an address, a diagnosis, free text or payload. Callers pass those
+fields only; ``_refuse_payload`` drops any value that looks like a national id as a guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_NATIONAL_ID = re.compile(r"(?<!\d)\d{11}(?!\d)")
+
+
+def _refuse_payload(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        if isinstance(value, str) and _NATIONAL_ID.search(value):
+            event[key] = _NATIONAL_ID.sub("[masked]", value)
+    return event
+
+
+def configure(level: str = "info", json: bool | None = None, stream: Any = None) -> None:
+    stream = stream or sys.stderr
+    as_json = (not stream.isatty()) if json is None else json
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _refuse_payload,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

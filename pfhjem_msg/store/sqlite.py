@@ -1,0 +1,413 @@
+"""The embedded store: one SQLite file in WAL mode, ``synchronous=FULL``, so a commit is on
+disk when it returns. The daemon and the operator commands may use it at the same time."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pfhjem_msg.errors import StoreError
+from pfhjem_msg.store.base import (
+    Accepted,
+    DeliveryRow,
+    DeliverySpec,
+    Event,
+    MessageRow,
+    State,
+    Transition,
+)
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE raw (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        bytes BLOB
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        raw_id INTEGER NOT NULL REFERENCES raw(id),
+        received_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        state_reason TEXT,
+        on_delivered TEXT NOT NULL DEFAULT 'done',
+        msg_id TEXT,
+        msg_type TEXT,
+        sender_her TEXT,
+        receiver_her TEXT,
+        marked INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX messages_due ON messages(state, next_attempt_at);
+    CREATE INDEX messages_msgid ON messages(msg_id, sender_her);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        kind TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        her_id TEXT,
+        out_msg_id TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        delivered_at TEXT,
+        receipt_status TEXT,
+        receipt_errors TEXT,
+        receipt_at TEXT,
+        UNIQUE (message_id, kind)
+    );
+    CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+    CREATE INDEX deliveries_out ON deliveries(out_msg_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX events_message ON events(message_id, id);
+    """,
+]
+
+
+def _ts(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+class SqliteStore:
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout_ms / 1000)  # fmt: skip
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the store {path}: {exc}; check the path and its permissions"
+            ) from exc
+        self._lock = threading.RLock()
+        self._migrate()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one IMMEDIATE transaction; committed (and on disk) on return."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise StoreError(f"the store {self.path} failed: {exc}") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cur = self._db.execute(sql, args)
+                cur.row_factory = sqlite3.Row
+                return cur.fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"the store {self.path} failed: {exc}") from exc
+
+    def _migrate(self) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+
+        self._tx(run)
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, message_id: int, now: datetime, actor: str,
+               from_state: str | None, to_state: str | None, reason: str) -> None:  # fmt: skip
+        db.execute(
+            "INSERT INTO events(message_id, at, actor, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
+            (message_id, _ts(now), actor, from_state, to_state, reason),
+        )
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def accept(self, raw: bytes, source: str, now: datetime) -> Accepted:
+        digest = hashlib.sha256(raw).hexdigest()
+
+        def work(db: sqlite3.Connection) -> Accepted:
+            row = db.execute(
+                "SELECT m.id FROM raw r JOIN messages m ON m.raw_id = r.id WHERE r.sha256 = ? ORDER BY m.id LIMIT 1",
+                (digest,),
+            ).fetchone()
+            if row is not None:
+                return Accepted(row[0], False)
+            raw_id = db.execute(
+                "INSERT INTO raw(sha256, size, bytes) VALUES (?,?,?)", (digest, len(raw), raw)
+            ).lastrowid
+            message_id = db.execute(
+                "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (raw_id, _ts(now), source, "received", _ts(now), _ts(now)),
+            ).lastrowid
+            assert message_id is not None
+            self._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
+            return Accepted(message_id, True)
+
+        return self._tx(work)
+
+    def raw(self, message_id: int) -> bytes:
+        rows = self._read(
+            "SELECT r.bytes FROM messages m JOIN raw r ON r.id = m.raw_id WHERE m.id = ?", (message_id,)
+        )
+        if not rows or rows[0][0] is None:
+            raise StoreError(f"message {message_id} has no stored original (unknown id, or pruned)")
+        return bytes(rows[0][0])
+
+    def message(self, message_id: int) -> MessageRow | None:
+        rows = self._read("SELECT * FROM messages WHERE id = ?", (message_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return MessageRow(
+            r["id"], r["state"], r["state_reason"], datetime.fromisoformat(r["received_at"]), r["source"],
+            r["msg_id"], r["msg_type"], r["sender_her"], r["receiver_her"],
+            None if r["marked"] is None else bool(r["marked"]), r["attempts"],
+        )  # fmt: skip
+
+    # -- processing --------------------------------------------------------------------------
+
+    def due_messages(self, now: datetime, limit: int) -> list[int]:
+        rows = self._read(
+            "SELECT id FROM messages WHERE state IN ('received', 'parsed', 'classified') "
+            "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
+            (_ts(now), limit),
+        )
+        return [r[0] for r in rows]
+
+    def begin_attempt(self, message_id: int, now: datetime) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            db.execute("UPDATE messages SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                       (_ts(now), message_id))  # fmt: skip
+            return int(db.execute("SELECT attempts FROM messages WHERE id = ?", (message_id,)).fetchone()[0])
+
+        return self._tx(work)
+
+    def record_facts(self, message_id: int, *, msg_id: str | None, msg_type: str | None,
+                     sender_her: str | None, receiver_her: str | None, marked: bool | None) -> None:  # fmt: skip
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE messages SET msg_id=?, msg_type=?, sender_her=?, receiver_her=?, marked=? WHERE id=?",
+                (
+                    msg_id,
+                    msg_type,
+                    sender_her,
+                    receiver_her,
+                    None if marked is None else int(marked),
+                    message_id,
+                ),
+            )
+        )
+
+    def find_duplicate(self, message_id: int, msg_id: str, sender_her: str | None) -> int | None:
+        rows = self._read(
+            "SELECT id FROM messages WHERE msg_id = ? AND sender_her IS ? AND id < ? AND state != 'discarded' "
+            "ORDER BY id LIMIT 1",
+            (msg_id, sender_her, message_id),
+        )
+        return rows[0][0] if rows else None
+
+    def transition(self, message_id: int, steps: Sequence[Transition], now: datetime,
+                   deliveries: Sequence[DeliverySpec] = (), retry_at: datetime | None = None,
+                   on_delivered: State = "done") -> None:  # fmt: skip
+        def work(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT state FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"message {message_id} does not exist")
+            state = row[0]
+            for step in steps:
+                self._event(db, message_id, now, step.actor, state, step.to_state, step.reason)
+                state = step.to_state
+            for d in deliveries:
+                db.execute(
+                    "INSERT OR IGNORE INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
+                    "out_msg_id, next_attempt_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        message_id,
+                        d.kind,
+                        d.destination,
+                        d.filename,
+                        d.payload,
+                        d.her_id,
+                        d.out_msg_id,
+                        _ts(now),
+                    ),
+                )
+            reason = steps[-1].reason if steps else None
+            db.execute(
+                "UPDATE messages SET state=?, state_reason=?, attempts=0, next_attempt_at=?, updated_at=?, "
+                "on_delivered=? WHERE id=?",
+                (state, reason, _ts(retry_at) if retry_at else None, _ts(now), on_delivered, message_id),
+            )
+            if state == "routed":
+                self._finish_if_delivered(db, message_id, now)
+
+        self._tx(work)
+
+    def postpone(self, message_id: int, retry_at: datetime, error: str, now: datetime) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE messages SET next_attempt_at=?, updated_at=? WHERE id=?",
+                       (_ts(retry_at), _ts(now), message_id))  # fmt: skip
+            self._event(db, message_id, now, "daemon", None, None, error)
+
+        self._tx(work)
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    @staticmethod
+    def _delivery(r: sqlite3.Row) -> DeliveryRow:
+        return DeliveryRow(
+            r["id"], r["message_id"], r["kind"], r["destination"], r["filename"], bytes(r["payload"]),
+            r["her_id"], r["out_msg_id"], r["status"], r["attempts"], r["last_error"],
+        )  # fmt: skip
+
+    def due_deliveries(self, now: datetime, limit: int) -> list[DeliveryRow]:
+        rows = self._read(
+            "SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id "
+            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
+            "AND (m.state NOT IN ('discarded', 'held') OR (m.state = 'held' AND d.kind = 'apprec')) "
+            "ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            (_ts(now), limit),
+        )
+        return [self._delivery(r) for r in rows]
+
+    def deliveries(self, message_id: int) -> list[DeliveryRow]:
+        rows = self._read("SELECT * FROM deliveries WHERE message_id = ? ORDER BY id", (message_id,))
+        return [self._delivery(r) for r in rows]
+
+    def _finish_if_delivered(self, db: sqlite3.Connection, message_id: int, now: datetime) -> str | None:
+        state, target = db.execute(
+            "SELECT state, on_delivered FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if state != "routed":
+            return None
+        left = db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE message_id = ? AND status != 'delivered'", (message_id,)
+        ).fetchone()[0]
+        if left:
+            return None
+        self._event(db, message_id, now, "daemon", "routed", "delivered", "every delivery is done")
+        self._event(db, message_id, now, "daemon", "delivered", target,
+                    "negative AppRec sent" if target == "rejected" else "finished")  # fmt: skip
+        db.execute("UPDATE messages SET state=?, updated_at=? WHERE id=?", (target, _ts(now), message_id))
+        return str(target)
+
+    def delivered(self, delivery_ids: Sequence[int], now: datetime) -> list[tuple[int, str]]:
+        def work(db: sqlite3.Connection) -> list[tuple[int, str]]:
+            touched = set()
+            for delivery_id in delivery_ids:
+                row = db.execute(
+                    "UPDATE deliveries SET status='delivered', attempts=attempts+1, delivered_at=?, last_error=NULL "
+                    "WHERE id=? AND status='pending' RETURNING message_id",
+                    (_ts(now), delivery_id),
+                ).fetchone()
+                if row is not None:
+                    touched.add(row[0])
+            finished = []
+            for message_id in sorted(touched):
+                final = self._finish_if_delivered(db, message_id, now)
+                if final:
+                    finished.append((message_id, final))
+            return finished
+
+        return self._tx(work)
+
+    def delivery_failed(self, delivery_id: int, error: str, now: datetime, retry_at: datetime | None) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT message_id, kind FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
+            if row is None:
+                return
+            message_id, kind = row
+            if retry_at is not None:
+                db.execute(
+                    "UPDATE deliveries SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+                    (error, _ts(retry_at), delivery_id),
+                )
+                return
+            db.execute("UPDATE deliveries SET status='failed', attempts=attempts+1, last_error=? WHERE id=?",
+                       (error, delivery_id))  # fmt: skip
+            state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
+            reason = f"the {kind} delivery failed for good: {error}"
+            self._event(db, message_id, now, "daemon", state, "failed", reason)
+            db.execute("UPDATE messages SET state='failed', state_reason=?, updated_at=? WHERE id=?",
+                       (reason, _ts(now), message_id))  # fmt: skip
+
+        self._tx(work)
+
+    # -- receipts and history --------------------------------------------------------------
+
+    def events(self, message_id: int) -> list[Event]:
+        rows = self._read("SELECT * FROM events WHERE message_id = ? ORDER BY id", (message_id,))
+        return [
+            Event(datetime.fromisoformat(r["at"]), r["actor"], r["from_state"], r["to_state"], r["reason"])
+            for r in rows
+        ]
+
+    def outgoing(self, out_msg_id: str) -> DeliveryRow | None:
+        rows = self._read("SELECT * FROM deliveries WHERE out_msg_id = ? LIMIT 1", (out_msg_id,))
+        return self._delivery(rows[0]) if rows else None
+
+    def record_receipt(self, delivery_id: int, status: str, errors: str, now: datetime,
+                       hold_reason: str | None) -> None:  # fmt: skip
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
+                       (status, errors, _ts(now), delivery_id))  # fmt: skip
+            if hold_reason:
+                message_id = db.execute(
+                    "SELECT message_id FROM deliveries WHERE id=?", (delivery_id,)
+                ).fetchone()[0]
+                state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
+                self._event(db, message_id, now, "daemon", state, "held", hold_reason)
+                db.execute("UPDATE messages SET state='held', state_reason=?, updated_at=? WHERE id=?",
+                           (hold_reason, _ts(now), message_id))  # fmt: skip
+
+        self._tx(work)
+
+    def overdue_receipts(self, before: datetime) -> list[DeliveryRow]:
+        rows = self._read(
+            "SELECT * FROM deliveries WHERE kind = 'gp_copy' AND status = 'delivered' AND receipt_at IS NULL "
+            "AND delivered_at <= ? ORDER BY id",
+            (_ts(before),),
+        )
+        return [self._delivery(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM messages GROUP BY state")}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
