@@ -67,3 +67,52 @@ def sample_table() -> list[SampleRow]:
             SampleRow(cells[0], cells[2], cells[3] == "yes", cells[4] == "yes", cells[5], cells[6].split())
         )
     return rows
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(
+    directory: Path,
+    *,
+    smtp_intake_port: int | None = None,
+    case_unit: str = 'transport = "dir"',
+    extra: str = "",
+    settle: float = 0.0,
+) -> Path:
+    """A configuration like the demo one, with every path under ``directory``."""
+    registry = directory / "gp-registry.csv"
+    registry.write_text((ROOT / "config" / "gp-registry.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    smtp = f'[intake.smtp]\nhost = "127.0.0.1"\nport = {smtp_intake_port}\n' if smtp_intake_port else ""
+    text = f"""
+state_dir = "var"
+[intake]
+spool = "var/inbox"
+settle_seconds = {settle}
+poll_seconds = 0.05
+{smtp}
+[daemon]
+sweep_seconds = 0.2
+[hub]
+outbox = "var/outbox"
+[gp_registry]
+file = "gp-registry.csv"
+[[municipality]]
+name = "Fjordvik kommune"
+her_ids = ["8300001", "8300010"]
+case_unit = {{ her_id = "8300010", name = "Tildelingskontoret", {case_unit}, path = "var/case-units/fjordvik" }}
+[[municipality]]
+name = "Åsli kommune"
+her_ids = ["8400001", "8400010"]
+case_unit = {{ her_id = "8400010", name = "Tjenestekontoret", transport = "dir", path = "var/case-units/asli" }}
+{extra}
+"""
+    path = directory / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    (directory / "var" / "inbox").mkdir(parents=True, exist_ok=True)
+    return path

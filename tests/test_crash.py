@@ -1,0 +1,139 @@
+"""The crash test: 500 messages stream in through the spool and SMTP while the daemon is
+killed with SIGKILL at random moments and restarted. Afterwards every message the hub handed
+over is in its final state, every AppRec is in the outbox exactly once, and no GP copy or
+case-unit copy is doubled.
+
+CI runs it with a fixed seed. By hand, bigger:
+``PFHJEM_CRASH_MESSAGES=3000 PFHJEM_CRASH_SEED=7 pytest tests/test_crash.py -s``
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from email.message import EmailMessage
+from pathlib import Path
+
+from lxml import etree
+
+from pfhjem_msg.store.sqlite import SqliteStore
+from tests.conftest import ROOT, SAMPLES, free_port, write_config
+
+MESSAGES = int(os.environ.get("PFHJEM_CRASH_MESSAGES", "500"))
+SEED = int(os.environ.get("PFHJEM_CRASH_SEED", "20261122"))
+SEEDS = ["dlg11-marked-tema.xml", "dlg11-unmarked.xml", "epi12-marked-msgdescr.xml", "dlg10-notat-unmarked.xml",
+         "dlg11-marked-attachment.xml", "epi12-unmarked.xml"]  # fmt: skip
+
+
+def make_messages(count: int, rng: random.Random) -> list[tuple[str, bytes]]:
+    seeds = [(SAMPLES / name).read_bytes() for name in SEEDS]
+    out = []
+    for i in range(count):
+        seed = seeds[i % len(seeds)]
+        old = etree.fromstring(seed).findtext("{*}MsgInfo/{*}MsgId") or etree.fromstring(seed).findtext(
+            "{*}MsgId"
+        )
+        new = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        out.append((new, seed.replace(old.encode(), new.encode())))  # type: ignore[union-attr]
+    return out
+
+
+def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "pfhjem_msg", "run", "--config", str(config)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+
+
+def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    port = free_port()
+    config = write_config(tmp_path, smtp_intake_port=port)
+    inbox = tmp_path / "var" / "inbox"
+    log = tmp_path / "daemon.log"
+    messages = make_messages(MESSAGES, rng)
+    by_spool = messages[: MESSAGES // 2]
+    by_smtp = messages[MESSAGES // 2 :]
+    accepted_smtp: set[str] = set()
+    feeding_done = threading.Event()
+
+    def feed_spool() -> None:
+        for i, (msg_id, data) in enumerate(by_spool):
+            temp = inbox / f".{i:05d}.tmp"
+            temp.write_bytes(data)
+            os.replace(temp, inbox / f"{i:05d}-{msg_id}.xml")  # the hub writes atomically here
+            time.sleep(0.002)
+
+    def feed_smtp() -> None:
+        pending = list(by_smtp)
+        deadline = time.time() + 240
+        while pending and time.time() < deadline:
+            msg_id, data = pending[0]
+            mail = EmailMessage()
+            mail["From"] = "hub@fjordvik.example"
+            mail["To"] = "pfhjem@fjordvik.example"
+            mail["Subject"] = msg_id
+            mail.add_attachment(data, maintype="application", subtype="xml", filename="m.xml", cte="base64")
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                    client.sendmail("hub@fjordvik.example", ["pfhjem@fjordvik.example"], mail.as_bytes())
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.05)  # the daemon is down: a hub tries again
+                continue
+            accepted_smtp.add(msg_id)
+            pending.pop(0)
+
+    feeders = [threading.Thread(target=feed_spool), threading.Thread(target=feed_smtp)]
+    daemon = start(config, log)
+    for t in feeders:
+        t.start()
+    kills = 0
+    while any(t.is_alive() for t in feeders) or kills < 3:
+        time.sleep(rng.uniform(0.2, 1.2))
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+        kills += 1
+        daemon = start(config, log)
+    for t in feeders:
+        t.join()
+    feeding_done.set()
+    time.sleep(1.0)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0
+    drain = subprocess.run([sys.executable, "-m", "pfhjem_msg", "run", "--once", "--config", str(config)],
+                           capture_output=True, cwd=ROOT)  # fmt: skip
+    assert drain.returncode == 0, drain.stderr[-2000:]
+
+    assert accepted_smtp == {m for m, _ in by_smtp}, "the SMTP feeder gave up on some messages"
+    assert [p.name for p in inbox.iterdir() if not p.name.startswith(".")] == []
+    assert list((inbox / ".claimed").iterdir()) == []
+
+    store = SqliteStore(tmp_path / "var" / "pfhjem-msg.sqlite3")
+    counts = store.counts()
+    ids = []
+    for message_id in range(1, sum(counts.values()) + 1):
+        row = store.message(message_id)
+        assert row is not None
+        ids.append(row.msg_id)
+    store.close()
+    assert counts == {"done": MESSAGES}, counts
+    assert Counter(ids) == Counter(m for m, _ in messages)
+
+    outbox = tmp_path / "var" / "outbox"
+    originals = Counter(
+        etree.parse(str(p)).findtext("{*}OriginalMsgId/{*}Id") for p in outbox.glob("apprec-*.xml")
+    )
+    assert originals == Counter(m for m, _ in messages), "an AppRec is missing or doubled"
+    gp_copies = Counter(p.name.split("-")[1] for p in outbox.glob("gpcopy-*.xml"))
+    assert gp_copies and max(gp_copies.values()) == 1, "a GP copy is doubled"
+    case_unit = list((tmp_path / "var" / "case-units" / "fjordvik").iterdir())
+    assert len(case_unit) == MESSAGES and len({p.name.split("-", 1)[0] for p in case_unit}) == MESSAGES
+    assert kills >= 3
+    print(f"\ncrash test: {MESSAGES} messages, {kills} SIGKILLs, seed {SEED}: nothing lost, nothing doubled")

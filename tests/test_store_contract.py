@@ -1,0 +1,140 @@
+"""The contract every store backend must pass. Today: the embedded SQLite store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pfhjem_msg.store.base import DeliverySpec, Store, Transition
+from pfhjem_msg.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s = SqliteStore(tmp_path / "store.sqlite3")
+    yield s
+    s.close()
+
+
+def _route(
+    store: Store, mid: int, kinds: tuple[str, ...] = ("apprec", "case_unit"), final: str = "done"
+) -> None:
+    specs = [DeliverySpec(k, "hub", f"{k}-{mid}.xml", b"<x/>", None, f"out-{k}-{mid}") for k in kinds]  # type: ignore[arg-type]
+    store.transition(mid, [Transition("parsed", "p"), Transition("classified", "c"), Transition("routed", "r")],
+                     T0, specs, on_delivered=final)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_accept_is_durable_and_idempotent(store: Store, tmp_path: Path) -> None:
+    a = store.accept(b"<m>1</m>", "spool:a.xml", T0)
+    again = store.accept(b"<m>1</m>", "smtp:127.0.0.1", T0)
+    b = store.accept(b"<m>2</m>", "spool:b.xml", T0)
+    assert a.new and not again.new and again.message_id == a.message_id and b.message_id != a.message_id
+    assert store.raw(a.message_id) == b"<m>1</m>"
+    row = store.message(a.message_id)
+    assert row is not None and row.state == "received" and row.source == "spool:a.xml"
+    assert [e.to_state for e in store.events(a.message_id)] == ["received"]
+    store.close()
+    reopened = SqliteStore(tmp_path / "store.sqlite3")  # committed means on disk; migrations re-run safely
+    assert reopened.raw(b.message_id) == b"<m>2</m>"
+    reopened.close()
+
+
+def test_due_messages_and_attempts(store: Store) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    assert store.due_messages(T0, 10) == [mid]
+    assert store.begin_attempt(mid, T0) == 1
+    store.postpone(mid, T0 + timedelta(minutes=5), "transient", T0)
+    assert store.due_messages(T0, 10) == []
+    assert store.due_messages(T0 + timedelta(minutes=5), 10) == [mid]
+    assert store.begin_attempt(mid, T0) == 2
+
+
+def test_transition_records_every_step_and_deliveries_once_per_kind(store: Store) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    _route(store, mid)
+    _route(store, mid)  # a replayed routing adds no second AppRec
+    assert [d.kind for d in store.deliveries(mid)] == ["apprec", "case_unit"]
+    assert [e.to_state for e in store.events(mid)][:4] == ["received", "parsed", "classified", "routed"]
+    assert store.message(mid).state == "routed"  # type: ignore[union-attr]
+    assert store.due_messages(T0, 10) == []
+
+
+def test_all_delivered_finishes_the_message(store: Store) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    _route(store, mid)
+    first, second = store.due_deliveries(T0, 10)
+    assert store.delivered([first.id], T0) == []
+    assert store.delivered([second.id, second.id], T0) == [(mid, "done")]
+    assert store.message(mid).state == "done"  # type: ignore[union-attr]
+    assert store.delivered([second.id], T0) == []  # idempotent
+
+
+def test_negative_apprec_ends_rejected(store: Store) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    _route(store, mid, ("apprec",), "rejected")
+    (d,) = store.due_deliveries(T0, 10)
+    assert store.delivered([d.id], T0) == [(mid, "rejected")]
+
+
+def test_failed_delivery_retries_then_fails_the_message(store: Store) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    _route(store, mid, ("case_unit",))
+    (d,) = store.due_deliveries(T0, 10)
+    store.delivery_failed(d.id, "peer down", T0, T0 + timedelta(minutes=1))
+    assert store.due_deliveries(T0, 10) == []
+    (again,) = store.due_deliveries(T0 + timedelta(minutes=1), 10)
+    assert again.attempts == 1 and again.last_error == "peer down"
+    store.delivery_failed(d.id, "550 no such user", T0, None)
+    assert store.message(mid).state == "failed"  # type: ignore[union-attr]
+    assert "550" in store.events(mid)[-1].reason
+
+
+def test_receipts_match_outgoing_and_can_hold(store: Store) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    _route(store, mid, ("gp_copy",))
+    out = store.outgoing(f"out-gp_copy-{mid}")
+    assert out is not None and out.message_id == mid
+    store.delivered([out.id], T0)
+    assert [d.id for d in store.overdue_receipts(T0 + timedelta(hours=97))] == [out.id]
+    store.record_receipt(out.id, "2", "E21", T0, "the GP copy was rejected")
+    assert store.message(mid).state == "held"  # type: ignore[union-attr]
+    assert store.overdue_receipts(T0 + timedelta(hours=97)) == []
+
+
+def test_duplicates_and_held_apprec_still_goes(store: Store) -> None:
+    a = store.accept(b"<m>a</m>", "t", T0).message_id
+    store.record_facts(a, msg_id="X", msg_type="T", sender_her="1", receiver_her="2", marked=True)
+    b = store.accept(b"<m>b</m>", "t", T0).message_id
+    assert store.find_duplicate(b, "X", "1") == a and store.find_duplicate(b, "X", "9") is None
+    c = store.accept(b"<m>c</m>", "t", T0).message_id
+    store.transition(c, [Transition("held", "needs an operator")], T0,
+                     [DeliverySpec("apprec", "hub", "a.xml", b"<a/>"), DeliverySpec("case_unit", "hub", "c.xml", b"<c/>")])  # fmt: skip
+    assert [d.kind for d in store.due_deliveries(T0, 10)] == ["apprec"]
+
+
+def test_concurrent_writers_do_not_corrupt(store: Store, tmp_path: Path) -> None:
+    other = SqliteStore(tmp_path / "store.sqlite3") if isinstance(store, SqliteStore) else store
+    errors: list[Exception] = []
+
+    def writer(s: Store, tag: str) -> None:
+        try:
+            for i in range(100):
+                s.accept(f"<m>{tag}{i}</m>".encode(), tag, T0)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s, t)) for s, t in ((store, "a"), (other, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sum(store.counts().values()) == 200
+    if other is not store:
+        other.close()
