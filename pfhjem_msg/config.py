@@ -89,6 +89,8 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sweep_seconds: float = 2.0
+    workers: int = 1
+    """Processes that read and decide messages (1: the daemon's own process)."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     """The whole parsed file, for sections that later parts of the product read."""
 
@@ -134,6 +136,11 @@ def _int(section: dict[str, Any], key: str, default: int, problems: _Problems, p
         problems.add(f"{prefix}.{key}", "must be a positive whole number")
         return default
     return value
+
+
+def default_workers() -> int:
+    """One drafting process per core, at most four: beyond that the store is the limit."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def find_config(explicit: str | None) -> Path:
@@ -231,6 +238,7 @@ def load(path: Path) -> Settings:
     settings.retry = _retry(raw.get("retry", {}), problems)
     daemon = raw.get("daemon", {}) if isinstance(raw.get("daemon", {}), dict) else {}
     settings.sweep_seconds = _number(daemon, "sweep_seconds", 2.0, problems, "daemon")
+    settings.workers = _int(daemon, "workers", default_workers(), problems, "daemon")
     problems.raise_if_any()
     return settings
 

@@ -39,7 +39,9 @@ class Daemon:
         self.settings = settings
         self.clock = clock
         self.store: Store = open_store(settings.state_dir)
-        self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp)
+        self.pipeline = Pipeline(
+            self.store, settings, clock, settings.retry, settings.smtp, workers=settings.workers
+        )
         self.spool = (
             Spool(
                 settings.intake.spool,
@@ -64,6 +66,7 @@ class Daemon:
             pass
         counts = self.store.counts()
         log.info("daemon.once_done", **{f"state_{k}": v for k, v in counts.items()})
+        self.pipeline.close()
         self.store.close()
         return 0
 
@@ -89,6 +92,7 @@ class Daemon:
                 self.settings.kith.limits.max_bytes,
             )
             info["smtp_port"] = server.sockets[0].getsockname()[1]
+        await loop.run_in_executor(worker, self.pipeline.drafts.ready)
         log.info("daemon.started", **info)
         if started:
             started(info)
@@ -116,6 +120,7 @@ class Daemon:
             scheduler.shutdown(wait=False)
             worker.shutdown(wait=True)
             intake.shutdown(wait=True)
+            self.pipeline.close()
             self.store.close()
             log.info("daemon.stopped")
 

@@ -26,6 +26,7 @@ Not marked:
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -104,8 +105,19 @@ _QUOTE_HEADER = re.compile(
 
 def unquoted(text: str) -> str:
     """The text without quoted earlier messages (see the module's rule)."""
-    head = _QUOTE_HEADER.split(text, maxsplit=1)[0]
-    return "\n".join(line for line in head.splitlines() if not line.lstrip().startswith(">"))
+    folded = text.casefold()
+    if "--" in text or "skrev" in folded or "wrote" in folded:  # the header regex is costly
+        text = _QUOTE_HEADER.split(text, maxsplit=1)[0]
+    if ">" not in text:
+        return text
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(">"))
+
+
+@functools.lru_cache(maxsize=1024)
+def clean(text: str) -> str:
+    """What every rule reads: the unquoted text, normalised. Cached because each message's
+    texts are read by several rules (marking, contact point, diagnosis date, contact)."""
+    return normalise(unquoted(text))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +165,7 @@ class Matcher:
 
     def find(self, where: str, raw: str) -> Iterator[Match]:
         """Every non-overlapping marking in one piece of text, most specific rule first."""
-        text = normalise(unquoted(raw))
+        text = clean(raw)
         taken: list[tuple[int, int]] = []
         for name, rx in self.rules:
             for m in rx.finditer(text):
@@ -170,7 +182,7 @@ class Matcher:
         return found[-1] if found else None
 
     def mentions_diagnostic_pathway(self, raw: str) -> bool:
-        return bool(_DIAGNOSTIC.search(normalise(unquoted(raw))))
+        return bool(_DIAGNOSTIC.search(clean(raw)))
 
 
 def _mask(text: str) -> str:
@@ -292,7 +304,7 @@ class Found:
 
 def contact_point(msg: Message, texts: Iterable[tuple[str, str]]) -> Found:
     for where, text in texts:
-        m = _CONTACT_POINT.search(normalise(unquoted(text)))
+        m = _CONTACT_POINT.search(clean(text))
         if m:
             return Found(int(m.group(1)), where, f"the text names samhandlingspunkt {m.group(1)}")
     return Found(1, "", "default: the first contact point, the needs assessment at the hospital")
@@ -311,7 +323,7 @@ def diagnosis_date(msg: Message, texts: Iterable[tuple[str, str]]) -> Found | No
                             day, str(diag.path), f"the date of diagnosis {diag.code.value} ({diag.kind})"
                         )
     for where, text in texts:
-        m = _DIAGNOSIS_DATE.search(normalise(unquoted(text)))
+        m = _DIAGNOSIS_DATE.search(clean(text))
         if m:
             day = parse_norwegian_date(m.group("date"))
             if day:
@@ -322,7 +334,7 @@ def diagnosis_date(msg: Message, texts: Iterable[tuple[str, str]]) -> Found | No
 def municipal_contact(texts: Iterable[tuple[str, str]]) -> str | None:
     """Where the text names the patient's contact point in the municipality (the path only)."""
     for where, text in texts:
-        if _MUNICIPAL_CONTACT.search(normalise(unquoted(text))):
+        if _MUNICIPAL_CONTACT.search(clean(text)):
             return where
     return None
 

@@ -84,6 +84,7 @@ def write_config(
     case_unit: str = 'transport = "dir"',
     extra: str = "",
     settle: float = 0.0,
+    workers: int = 1,
 ) -> Path:
     """A configuration like the demo one, with every path under ``directory``."""
     registry = directory / "gp-registry.csv"
@@ -98,6 +99,7 @@ poll_seconds = 0.05
 {smtp}
 [daemon]
 sweep_seconds = 0.2
+workers = {workers}
 [hub]
 outbox = "var/outbox"
 [gp_registry]

@@ -117,6 +117,25 @@ def test_incoming_apprec_is_matched_and_a_rejection_holds(tmp_path: Path) -> Non
     store.close()
 
 
+def test_gp_copy_without_apprec_for_96_hours_is_flagged_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    _drop(tmp_path, "dlg11-marked-tema.xml")
+    clock = [datetime(2026, 11, 2, 9, 0, tzinfo=UTC)]
+    daemon = Daemon(load(config), clock=lambda: clock[0])
+    while daemon.round():
+        pass
+    assert daemon.pipeline.flag_overdue_receipts() == 0
+    clock[0] += timedelta(hours=95)
+    assert daemon.pipeline.flag_overdue_receipts() == 0
+    clock[0] += timedelta(hours=2)
+    assert daemon.pipeline.flag_overdue_receipts() == 1
+    assert daemon.pipeline.flag_overdue_receipts() == 0  # once
+    last = daemon.store.events(1)[-1]
+    assert "no AppRec for the GP copy" in last.reason and "within 96 hours" in last.reason
+    daemon.pipeline.close()
+    daemon.store.close()
+
+
 def test_duplicate_msgid_gets_no_second_apprec(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     original = (SAMPLES / "dlg11-marked-tema.xml").read_text(encoding="utf-8")
@@ -144,16 +163,16 @@ def test_a_message_that_crashes_the_pipeline_fails_alone(
 ) -> None:
     config = write_config(tmp_path, extra="[retry]\nbase_seconds = 0\njitter = 0\npipeline_attempts = 3\n")
     _drop(tmp_path, "dlg11-marked-tema.xml", "epi12-marked-msgdescr.xml")
-    import pfhjem_msg.pipeline as pipeline
+    import pfhjem_msg.drafting as drafting
 
-    real = pipeline.decide
+    real = drafting.decide
 
     def boom(verdict, *a, **k):  # type: ignore[no-untyped-def]
         if verdict.standard == "epikrise-1.2":
             raise RuntimeError("simulated bug")
         return real(verdict, *a, **k)
 
-    monkeypatch.setattr(pipeline, "decide", boom)
+    monkeypatch.setattr(drafting, "decide", boom)
     _run_once(config)
     store = _store(tmp_path)
     states = {store.message(i).msg_type or store.message(i).source: store.message(i).state for i in (1, 2)}  # type: ignore[union-attr]

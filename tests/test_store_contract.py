@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pfhjem_msg.store.base import DeliverySpec, Store, Transition
+from pfhjem_msg.store.base import Change, DeliverySpec, Due, Facts, Receipt, Store, Transition
 from pfhjem_msg.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -47,12 +47,21 @@ def test_accept_is_durable_and_idempotent(store: Store, tmp_path: Path) -> None:
 
 def test_due_messages_and_attempts(store: Store) -> None:
     mid = store.accept(b"<m/>", "t", T0).message_id
-    assert store.due_messages(T0, 10) == [mid]
-    assert store.begin_attempt(mid, T0) == 1
+    other = store.accept(b"<n/>", "t", T0).message_id
+    assert store.due_messages(T0, 10) == [Due(mid, 0), Due(other, 0)]
+    assert store.begin_attempts([mid, other], T0) == {mid: 1, other: 1}
     store.postpone(mid, T0 + timedelta(minutes=5), "transient", T0)
-    assert store.due_messages(T0, 10) == []
-    assert store.due_messages(T0 + timedelta(minutes=5), 10) == [mid]
-    assert store.begin_attempt(mid, T0) == 2
+    assert store.due_messages(T0, 10) == [Due(other, 1)]
+    assert store.due_messages(T0 + timedelta(minutes=5), 10) == [Due(mid, 1), Due(other, 1)]
+    assert store.begin_attempts([mid], T0) == {mid: 2}
+
+
+def test_accept_many_is_one_batch_and_idempotent(store: Store) -> None:
+    first = store.accept_many([(b"<a/>", "spool:a"), (b"<b/>", "spool:b"), (b"<a/>", "spool:a2")], T0)
+    assert [a.new for a in first] == [True, True, False]
+    assert first[2].message_id == first[0].message_id
+    assert [a.new for a in store.accept_many([(b"<b/>", "spool:b")], T0)] == [False]
+    assert store.counts() == {"received": 2}
 
 
 def test_transition_records_every_step_and_deliveries_once_per_kind(store: Store) -> None:
@@ -102,6 +111,10 @@ def test_receipts_match_outgoing_and_can_hold(store: Store) -> None:
     assert out is not None and out.message_id == mid
     store.delivered([out.id], T0)
     assert [d.id for d in store.overdue_receipts(T0 + timedelta(hours=97))] == [out.id]
+    assert [d.id for d in store.flag_overdue_receipts(T0 - timedelta(hours=1), T0)] == []
+    assert [d.id for d in store.flag_overdue_receipts(T0 + timedelta(hours=1), T0)] == [out.id]
+    assert store.flag_overdue_receipts(T0 + timedelta(hours=1), T0) == []  # flagged once
+    assert "no AppRec for the GP copy" in store.events(mid)[-1].reason
     store.record_receipt(out.id, "2", "E21", T0, "the GP copy was rejected")
     assert store.message(mid).state == "held"  # type: ignore[union-attr]
     assert store.overdue_receipts(T0 + timedelta(hours=97)) == []
@@ -109,13 +122,31 @@ def test_receipts_match_outgoing_and_can_hold(store: Store) -> None:
 
 def test_duplicates_and_held_apprec_still_goes(store: Store) -> None:
     a = store.accept(b"<m>a</m>", "t", T0).message_id
-    store.record_facts(a, msg_id="X", msg_type="T", sender_her="1", receiver_her="2", marked=True)
+    store.apply([Change(a, [Transition("parsed", "p")], facts=Facts("X", "T", "1", "2", True))], T0)
     b = store.accept(b"<m>b</m>", "t", T0).message_id
     assert store.find_duplicate(b, "X", "1") == a and store.find_duplicate(b, "X", "9") is None
     c = store.accept(b"<m>c</m>", "t", T0).message_id
     store.transition(c, [Transition("held", "needs an operator")], T0,
                      [DeliverySpec("apprec", "hub", "a.xml", b"<a/>"), DeliverySpec("case_unit", "hub", "c.xml", b"<c/>")])  # fmt: skip
     assert [d.kind for d in store.due_deliveries(T0, 10)] == ["apprec"]
+
+
+def test_apply_commits_several_messages_at_once(store: Store) -> None:
+    a = store.accept(b"<m>a</m>", "t", T0).message_id
+    b = store.accept(b"<m>b</m>", "t", T0).message_id
+    _route(store, a, ("gp_copy",))
+    (gp,) = store.due_deliveries(T0, 10)
+    store.delivered([gp.id], T0)
+    store.begin_attempts([b], T0)
+    store.apply(
+        [Change(b, [Transition("parsed", "p"), Transition("done", "AppRec")], facts=Facts("Y", "APPREC", "3", "4", False),
+                receipt=Receipt(gp.id, "2", "E21", "the GP copy was rejected"))],
+        T0,
+    )  # fmt: skip
+    row = store.message(b)
+    assert row is not None and row.state == "done" and row.msg_id == "Y" and row.attempts == 0
+    assert store.message(a).state == "held"  # type: ignore[union-attr]
+    assert store.overdue_receipts(T0 + timedelta(hours=97)) == []
 
 
 def test_concurrent_writers_do_not_corrupt(store: Store, tmp_path: Path) -> None:

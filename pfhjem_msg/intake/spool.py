@@ -57,10 +57,8 @@ class Spool:
 
     def scan(self, limit: int = 1000) -> int:
         """Store what is waiting (claimed leftovers first); return how many were stored."""
-        stored = 0
-        for path in sorted(self.claimed.iterdir(), key=lambda p: p.name)[:limit]:
-            stored += self._store(path)
-        for path in self._ready()[: max(0, limit - stored)]:
+        batch = sorted(self.claimed.iterdir(), key=lambda p: p.name)[:limit]
+        for path in self._ready()[: max(0, limit - len(batch))]:
             target = self.claimed / path.name
             try:
                 os.rename(path, target)
@@ -69,34 +67,34 @@ class Spool:
             except OSError as exc:
                 log.error("spool.claim_failed", file=path.name, error=exc.strerror)
                 continue
-            stored += self._store(target)
-        return stored
+            batch.append(target)
+        return self._store(batch)
 
-    def _store(self, path: Path) -> int:
-        try:
-            size = path.stat().st_size
-            if size > self.max_bytes:
-                self.refused.mkdir(exist_ok=True)
-                os.rename(path, self.refused / path.name)
-                log.error("spool.too_large", file=path.name, size=size, limit=self.max_bytes)
-                return 0
-            data = path.read_bytes()
-        except OSError as exc:
-            log.error("spool.read_failed", file=path.name, error=exc.strerror)
+    def _store(self, paths: list[Path]) -> int:
+        """Store the claimed files in one transaction, then remove them."""
+        items: list[tuple[Path, bytes]] = []
+        for path in paths:
+            try:
+                size = path.stat().st_size
+                if size > self.max_bytes:
+                    self.refused.mkdir(exist_ok=True)
+                    os.rename(path, self.refused / path.name)
+                    log.error("spool.too_large", file=path.name, size=size, limit=self.max_bytes)
+                    continue
+                items.append((path, path.read_bytes()))
+            except OSError as exc:
+                log.error("spool.read_failed", file=path.name, error=exc.strerror)
+        if not items:
             return 0
         try:
-            accepted = self.store.accept(data, f"spool:{path.name}", self.clock())
+            accepted = self.store.accept_many([(data, f"spool:{p.name}") for p, data in items], self.clock())
         except StoreError as exc:
-            log.error("spool.store_failed", file=path.name, error=str(exc)[:200])
+            log.error("spool.store_failed", files=len(items), error=str(exc)[:200])
             return 0
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        for (path, _), result in zip(items, accepted, strict=True):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            log.info("message.received", message_id=result.message_id, source="spool", file=path.name,
+                     new=result.new)  # fmt: skip
         self.last_intake = self.clock()
-        log.info(
-            "message.received",
-            message_id=accepted.message_id,
-            source="spool",
-            file=path.name,
-            new=accepted.new,
-        )
-        return 1
+        return len(items)

@@ -30,6 +30,24 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Due:
+    message_id: int
+    attempts: int
+    """Processing attempts begun and not finished: above 0, an earlier try crashed."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What reading a message told us, kept on its row for listing and matching."""
+
+    msg_id: str | None
+    msg_type: str | None
+    sender_her: str | None
+    receiver_her: str | None
+    marked: bool | None
+
+
+@dataclass(frozen=True)
 class MessageRow:
     id: int
     state: str
@@ -92,34 +110,57 @@ class Transition:
     actor: str = "daemon"
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """An AppRec received for something we sent."""
+
+    delivery_id: int
+    status: str
+    errors: str
+    hold_reason: str | None = None
+    """Set when the receipt puts the original message on hold (a rejected GP copy)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """Everything processing one message decided, committed together: steps (an event
+    each), deliveries to add (once per kind), facts read, a receipt to record."""
+
+    message_id: int
+    steps: Sequence[Transition]
+    deliveries: Sequence[DeliverySpec] = ()
+    on_delivered: State = "done"
+    """The final state once every delivery is done (``rejected`` after a negative AppRec)."""
+    facts: Facts | None = None
+    receipt: Receipt | None = None
+
+
 class Store(Protocol):
     def accept(self, raw: bytes, source: str, now: datetime) -> Accepted:
         """Store the bytes and a new message in ``received``, durably, before returning."""
+
+    def accept_many(self, items: Sequence[tuple[bytes, str]], now: datetime) -> list[Accepted]:
+        """``accept`` for several (bytes, source) at once, in one durable transaction: the
+        spool's way of paying for one disk flush per batch instead of one per file."""
 
     def raw(self, message_id: int) -> bytes: ...
 
     def message(self, message_id: int) -> MessageRow | None: ...
 
-    def due_messages(self, now: datetime, limit: int) -> list[int]:
+    def due_messages(self, now: datetime, limit: int) -> list[Due]:
         """Messages not in a final or waiting state whose next attempt is due, oldest first."""
 
-    def begin_attempt(self, message_id: int, now: datetime) -> int:
-        """Count one processing attempt (committed before the work), return the count; a
-        message that keeps crashing the pipeline is thereby noticed after a restart."""
-
-    def record_facts(
-        self,
-        message_id: int,
-        *,
-        msg_id: str | None,
-        msg_type: str | None,
-        sender_her: str | None,
-        receiver_her: str | None,
-        marked: bool | None,
-    ) -> None: ...
+    def begin_attempts(self, message_ids: Sequence[int], now: datetime) -> dict[int, int]:
+        """Count one processing attempt for each (committed before the work), return the
+        counts; a message that keeps crashing the pipeline is thereby noticed after a restart."""
 
     def find_duplicate(self, message_id: int, msg_id: str, sender_her: str | None) -> int | None:
         """An earlier message (not this one) with the same MsgId from the same sender."""
+
+    def apply(self, changes: Sequence[Change], now: datetime) -> None:
+        """Commit the changes of several messages in one transaction: for each, append an
+        event per step, add its deliveries (once per kind), record facts and receipt, reset
+        the attempt count; a message whose deliveries are all done finishes at once."""
 
     def transition(
         self,
@@ -127,12 +168,9 @@ class Store(Protocol):
         steps: Sequence[Transition],
         now: datetime,
         deliveries: Sequence[DeliverySpec] = (),
-        retry_at: datetime | None = None,
         on_delivered: State = "done",
     ) -> None:
-        """Apply steps in order, append an event for each, add deliveries (once per kind) and
-        reset the attempt count, all in one transaction. ``on_delivered`` is the final state
-        once every delivery is done (``rejected`` after a negative AppRec)."""
+        """``apply`` for one message."""  # fmt: skip
 
     def postpone(self, message_id: int, retry_at: datetime, error: str, now: datetime) -> None: ...
 
@@ -159,6 +197,10 @@ class Store(Protocol):
 
     def overdue_receipts(self, before: datetime) -> list[DeliveryRow]:
         """GP copies delivered before ``before`` that have had no AppRec back."""
+
+    def flag_overdue_receipts(self, before: datetime, now: datetime) -> list[DeliveryRow]:
+        """Those of ``overdue_receipts`` not flagged yet: flag each and add an event to its
+        message, once, so an operator sees it in the message's history."""
 
     def counts(self) -> dict[str, int]: ...
 

@@ -14,10 +14,13 @@ from typing import Any, TypeVar
 from pfhjem_msg.errors import StoreError
 from pfhjem_msg.store.base import (
     Accepted,
+    Change,
     DeliveryRow,
     DeliverySpec,
+    Due,
     Event,
     MessageRow,
+    Receipt,
     State,
     Transition,
 )
@@ -83,6 +86,10 @@ MIGRATIONS: list[str] = [
         reason TEXT NOT NULL
     );
     CREATE INDEX events_message ON events(message_id, id);
+    """,
+    # 2: GP copies whose AppRec is overdue are flagged once, for an operator
+    """
+    ALTER TABLE deliveries ADD COLUMN receipt_overdue_at TEXT;
     """,
 ]
 
@@ -157,26 +164,33 @@ class SqliteStore:
     # -- intake ------------------------------------------------------------------------------
 
     def accept(self, raw: bytes, source: str, now: datetime) -> Accepted:
-        digest = hashlib.sha256(raw).hexdigest()
+        return self.accept_many([(raw, source)], now)[0]
 
-        def work(db: sqlite3.Connection) -> Accepted:
-            row = db.execute(
-                "SELECT m.id FROM raw r JOIN messages m ON m.raw_id = r.id WHERE r.sha256 = ? ORDER BY m.id LIMIT 1",
-                (digest,),
-            ).fetchone()
-            if row is not None:
-                return Accepted(row[0], False)
-            raw_id = db.execute(
-                "INSERT INTO raw(sha256, size, bytes) VALUES (?,?,?)", (digest, len(raw), raw)
-            ).lastrowid
-            message_id = db.execute(
-                "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at) "
-                "VALUES (?,?,?,?,?,?)",
-                (raw_id, _ts(now), source, "received", _ts(now), _ts(now)),
-            ).lastrowid
-            assert message_id is not None
-            self._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
-            return Accepted(message_id, True)
+    def accept_many(self, items: Sequence[tuple[bytes, str]], now: datetime) -> list[Accepted]:
+        def work(db: sqlite3.Connection) -> list[Accepted]:
+            out = []
+            for raw, source in items:
+                digest = hashlib.sha256(raw).hexdigest()
+                row = db.execute(
+                    "SELECT m.id FROM raw r JOIN messages m ON m.raw_id = r.id WHERE r.sha256 = ? "
+                    "ORDER BY m.id LIMIT 1",
+                    (digest,),
+                ).fetchone()
+                if row is not None:
+                    out.append(Accepted(row[0], False))
+                    continue
+                raw_id = db.execute(
+                    "INSERT INTO raw(sha256, size, bytes) VALUES (?,?,?)", (digest, len(raw), raw)
+                ).lastrowid
+                message_id = db.execute(
+                    "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (raw_id, _ts(now), source, "received", _ts(now), _ts(now)),
+                ).lastrowid
+                assert message_id is not None
+                self._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
+                out.append(Accepted(message_id, True))
+            return out
 
         return self._tx(work)
 
@@ -201,37 +215,27 @@ class SqliteStore:
 
     # -- processing --------------------------------------------------------------------------
 
-    def due_messages(self, now: datetime, limit: int) -> list[int]:
+    def due_messages(self, now: datetime, limit: int) -> list[Due]:
         rows = self._read(
-            "SELECT id FROM messages WHERE state IN ('received', 'parsed', 'classified') "
+            "SELECT id, attempts FROM messages WHERE state IN ('received', 'parsed', 'classified') "
             "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
             (_ts(now), limit),
         )
-        return [r[0] for r in rows]
+        return [Due(r[0], r[1]) for r in rows]
 
-    def begin_attempt(self, message_id: int, now: datetime) -> int:
-        def work(db: sqlite3.Connection) -> int:
-            db.execute("UPDATE messages SET attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                       (_ts(now), message_id))  # fmt: skip
-            return int(db.execute("SELECT attempts FROM messages WHERE id = ?", (message_id,)).fetchone()[0])
+    def begin_attempts(self, message_ids: Sequence[int], now: datetime) -> dict[int, int]:
+        def work(db: sqlite3.Connection) -> dict[int, int]:
+            out = {}
+            for message_id in message_ids:
+                row = db.execute(
+                    "UPDATE messages SET attempts = attempts + 1, updated_at = ? WHERE id = ? RETURNING attempts",
+                    (_ts(now), message_id),
+                ).fetchone()
+                if row is not None:
+                    out[message_id] = int(row[0])
+            return out
 
         return self._tx(work)
-
-    def record_facts(self, message_id: int, *, msg_id: str | None, msg_type: str | None,
-                     sender_her: str | None, receiver_her: str | None, marked: bool | None) -> None:  # fmt: skip
-        self._tx(
-            lambda db: db.execute(
-                "UPDATE messages SET msg_id=?, msg_type=?, sender_her=?, receiver_her=?, marked=? WHERE id=?",
-                (
-                    msg_id,
-                    msg_type,
-                    sender_her,
-                    receiver_her,
-                    None if marked is None else int(marked),
-                    message_id,
-                ),
-            )
-        )
 
     def find_duplicate(self, message_id: int, msg_id: str, sender_her: str | None) -> int | None:
         rows = self._read(
@@ -242,41 +246,56 @@ class SqliteStore:
         return rows[0][0] if rows else None
 
     def transition(self, message_id: int, steps: Sequence[Transition], now: datetime,
-                   deliveries: Sequence[DeliverySpec] = (), retry_at: datetime | None = None,
-                   on_delivered: State = "done") -> None:  # fmt: skip
+                   deliveries: Sequence[DeliverySpec] = (), on_delivered: State = "done") -> None:  # fmt: skip
+        self.apply([Change(message_id, steps, deliveries, on_delivered)], now)
+
+    def apply(self, changes: Sequence[Change], now: datetime) -> None:
         def work(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT state FROM messages WHERE id = ?", (message_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"message {message_id} does not exist")
-            state = row[0]
-            for step in steps:
-                self._event(db, message_id, now, step.actor, state, step.to_state, step.reason)
-                state = step.to_state
-            for d in deliveries:
-                db.execute(
-                    "INSERT OR IGNORE INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
-                    "out_msg_id, next_attempt_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        message_id,
-                        d.kind,
-                        d.destination,
-                        d.filename,
-                        d.payload,
-                        d.her_id,
-                        d.out_msg_id,
-                        _ts(now),
-                    ),
-                )
-            reason = steps[-1].reason if steps else None
-            db.execute(
-                "UPDATE messages SET state=?, state_reason=?, attempts=0, next_attempt_at=?, updated_at=?, "
-                "on_delivered=? WHERE id=?",
-                (state, reason, _ts(retry_at) if retry_at else None, _ts(now), on_delivered, message_id),
-            )
-            if state == "routed":
-                self._finish_if_delivered(db, message_id, now)
+            for change in changes:
+                self._apply(db, change, now)
 
         self._tx(work)
+
+    def _apply(self, db: sqlite3.Connection, c: Change, now: datetime) -> None:
+        row = db.execute("SELECT state FROM messages WHERE id = ?", (c.message_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"message {c.message_id} does not exist")
+        if c.receipt is not None:
+            self._receipt(db, c.receipt, now)
+        state = row[0]
+        for step in c.steps:
+            self._event(db, c.message_id, now, step.actor, state, step.to_state, step.reason)
+            state = step.to_state
+        for d in c.deliveries:
+            db.execute(
+                "INSERT OR IGNORE INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
+                "out_msg_id, next_attempt_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    c.message_id,
+                    d.kind,
+                    d.destination,
+                    d.filename,
+                    d.payload,
+                    d.her_id,
+                    d.out_msg_id,
+                    _ts(now),
+                ),
+            )
+        if c.facts is not None:
+            f = c.facts
+            db.execute(
+                "UPDATE messages SET msg_id=?, msg_type=?, sender_her=?, receiver_her=?, marked=? WHERE id=?",
+                (f.msg_id, f.msg_type, f.sender_her, f.receiver_her,
+                 None if f.marked is None else int(f.marked), c.message_id),
+            )  # fmt: skip
+        reason = c.steps[-1].reason if c.steps else None
+        db.execute(
+            "UPDATE messages SET state=?, state_reason=?, attempts=0, next_attempt_at=NULL, updated_at=?, "
+            "on_delivered=? WHERE id=?",
+            (state, reason, _ts(now), c.on_delivered, c.message_id),
+        )
+        if state == "routed":
+            self._finish_if_delivered(db, c.message_id, now)
 
     def postpone(self, message_id: int, retry_at: datetime, error: str, now: datetime) -> None:
         def work(db: sqlite3.Connection) -> None:
@@ -383,19 +402,19 @@ class SqliteStore:
 
     def record_receipt(self, delivery_id: int, status: str, errors: str, now: datetime,
                        hold_reason: str | None) -> None:  # fmt: skip
-        def work(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
-                       (status, errors, _ts(now), delivery_id))  # fmt: skip
-            if hold_reason:
-                message_id = db.execute(
-                    "SELECT message_id FROM deliveries WHERE id=?", (delivery_id,)
-                ).fetchone()[0]
-                state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
-                self._event(db, message_id, now, "daemon", state, "held", hold_reason)
-                db.execute("UPDATE messages SET state='held', state_reason=?, updated_at=? WHERE id=?",
-                           (hold_reason, _ts(now), message_id))  # fmt: skip
+        self._tx(lambda db: self._receipt(db, Receipt(delivery_id, status, errors, hold_reason), now))
 
-        self._tx(work)
+    def _receipt(self, db: sqlite3.Connection, r: Receipt, now: datetime) -> None:
+        db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
+                   (r.status, r.errors, _ts(now), r.delivery_id))  # fmt: skip
+        if r.hold_reason:
+            message_id = db.execute(
+                "SELECT message_id FROM deliveries WHERE id=?", (r.delivery_id,)
+            ).fetchone()[0]
+            state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
+            self._event(db, message_id, now, "daemon", state, "held", r.hold_reason)
+            db.execute("UPDATE messages SET state='held', state_reason=?, updated_at=? WHERE id=?",
+                       (r.hold_reason, _ts(now), message_id))  # fmt: skip
 
     def overdue_receipts(self, before: datetime) -> list[DeliveryRow]:
         rows = self._read(
@@ -404,6 +423,24 @@ class SqliteStore:
             (_ts(before),),
         )
         return [self._delivery(r) for r in rows]
+
+    def flag_overdue_receipts(self, before: datetime, now: datetime) -> list[DeliveryRow]:
+        def work(db: sqlite3.Connection) -> list[DeliveryRow]:
+            cur = db.execute(
+                "SELECT * FROM deliveries WHERE kind = 'gp_copy' AND status = 'delivered' "
+                "AND receipt_at IS NULL AND receipt_overdue_at IS NULL AND delivered_at <= ? ORDER BY id",
+                (_ts(before),),
+            )
+            cur.row_factory = sqlite3.Row
+            rows = [self._delivery(r) for r in cur.fetchall()]
+            for d in rows:
+                db.execute("UPDATE deliveries SET receipt_overdue_at=? WHERE id=?", (_ts(now), d.id))
+                self._event(db, d.message_id, now, "daemon", None, None,
+                            f"no AppRec for the GP copy (MsgId {d.out_msg_id}, to HER-id {d.her_id}) within "
+                            "96 hours: ask the GP office or the hub whether it arrived")  # fmt: skip
+            return rows
+
+        return self._tx(work)
 
     def counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM messages GROUP BY state")}

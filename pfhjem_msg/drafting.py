@@ -1,0 +1,173 @@
+"""The pure part of processing one message: stored bytes → a drafted change.
+
+Reading, validating, classifying, routing and building the AppRec and GP copy need nothing
+but the bytes, the settings and the time, so they can run in worker processes (see
+``workers.py``). What needs the store (is this a duplicate? which of our messages does this
+AppRec answer?) is left to the pipeline as a question in the draft.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from pfhjem_msg.config import Municipality, Settings
+from pfhjem_msg.decision import MessageDecision, decide
+from pfhjem_msg.gpregistry import GPRegistry
+from pfhjem_msg.kith import gpcopy
+from pfhjem_msg.kith.model import AppRecPayload
+from pfhjem_msg.kith.schemas import load_schema_set
+from pfhjem_msg.kith.verdict import Options, Verdict, examine
+from pfhjem_msg.pathway import Matcher
+from pfhjem_msg.store.base import Change, DeliverySpec, Facts, Transition
+
+
+@dataclass(frozen=True)
+class ReceiptQuestion:
+    """An AppRec we received: the pipeline looks up what of ours it answers."""
+
+    original_msg_id: str | None
+    status: str
+    errors: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    change: Change
+    """What to commit when neither question below changes it."""
+    parsed: Transition | None = None
+    duplicate_of: tuple[str, str | None] | None = None
+    """(MsgId, sender HER-id): if an earlier message has these, this one is a duplicate."""
+    receipt: ReceiptQuestion | None = None
+
+
+@dataclass(frozen=True)
+class Crash:
+    """Drafting raised: a bug. The reason names the exception and where, never the payload."""
+
+    reason: str
+
+
+class Drafter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = GPRegistry(settings.gp_registry) if settings.gp_registry else None
+        self.matcher = Matcher(settings.pathway)
+        self.options = Options(
+            schemas=load_schema_set(settings.kith.schemas),
+            limits=settings.kith.limits,
+            trust_anchors=settings.kith.trust_anchors,
+        )
+
+    def safe_draft(self, raw: bytes, message_id: int, now: datetime) -> Draft | Crash:
+        try:
+            return self.draft(raw, message_id, now)
+        except Exception as exc:  # a bug: the reason goes into the message's history
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:300]
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            return Crash(f"processing failed ({detail} at {Path(where.filename).name}:{where.lineno})")
+
+    def draft(self, raw: bytes, message_id: int, now: datetime) -> Draft:
+        verdict = examine(raw, f"message {message_id}", self.options)
+        result = decide(verdict, self.settings, self.registry, self.matcher)
+        msg = verdict.message
+        facts = Facts(
+            msg_id=verdict.msg_id,
+            msg_type=verdict.msg_type,
+            sender_her=msg.sender.lowest_her_id if msg and msg.sender else None,
+            receiver_her=msg.receiver.lowest_her_id if msg and msg.receiver else None,
+            marked=bool(result.facts and result.facts.detection.marked) if msg else None,
+        )
+        change = Change(message_id, [], facts=facts)
+        if msg is None or verdict.salvaged:
+            return Draft(self._unreadable(verdict, result, change))
+        parsed = Transition(
+            "parsed", f"{verdict.standard} {verdict.msg_type or '-'}, MsgId {verdict.msg_id or '-'}"
+        )
+        if msg.is_apprec:
+            assert isinstance(msg.payload, AppRecPayload)
+            payload = msg.payload
+            question = ReceiptQuestion(
+                payload.original_msg_id,
+                payload.status.value if payload.status else "?",
+                " ".join(e.value for e in payload.errors),
+            )
+            return Draft(replace(change, steps=[parsed]), parsed, receipt=question)
+        detection = result.facts.detection if result.facts else None
+        classified = Transition(
+            "classified",
+            "marked Pakkeforløp hjem ("
+            + ", ".join(sorted({f"{m.rule} at {m.where}" for m in detection.matches}))
+            + ")"
+            if detection and detection.marked
+            else f"not marked: {detection.not_marked_reason if detection else '-'}",
+        )
+        duplicate_key = (verdict.msg_id, facts.sender_her) if verdict.msg_id else None
+        deliveries = _apprec_delivery(result, message_id)
+        routing = result.routing
+        if routing.action == "reject":
+            steps = [parsed, classified, Transition("routed", routing.reason)]
+            return Draft(replace(change, steps=steps, deliveries=deliveries, on_delivered="rejected"), parsed,
+                         duplicate_key)  # fmt: skip
+        if routing.action == "hold":
+            steps = [parsed, classified, Transition("held", routing.reason)]
+            return Draft(replace(change, steps=steps, deliveries=deliveries), parsed, duplicate_key)
+        deliveries += self._recipient_deliveries(result, raw, message_id, now)
+        summary = "; ".join(
+            f"{r.role} {r.her_id or ''} via {r.transport}".replace("  ", " ") for r in routing.recipients
+        )
+        notes = f" ({'; '.join(routing.notes)})" if routing.notes else ""
+        routed = Transition("routed", f"{routing.reason}: {summary or 'no recipients'}{notes}")
+        steps = [parsed, classified, routed]
+        return Draft(replace(change, steps=steps, deliveries=deliveries), parsed, duplicate_key)
+
+    def _unreadable(self, verdict: Verdict, result: MessageDecision, change: Change) -> Change:
+        codes = ", ".join(i.code for i in verdict.issues if i.severity == "error")[:200]
+        deliveries = _apprec_delivery(result, change.message_id)
+        if deliveries:
+            reason = f"cannot be read ({codes}); negative AppRec to the sender"
+            return replace(change, steps=[Transition("routed", reason)], deliveries=deliveries,
+                           on_delivered="rejected")  # fmt: skip
+        reason = (
+            f"cannot be read ({codes}) and no sender to answer; an operator must contact the hub or sender"
+        )
+        return replace(change, steps=[Transition("held", reason)])
+
+    def _recipient_deliveries(self, result: MessageDecision, raw: bytes, message_id: int,
+                              now: datetime) -> list[DeliverySpec]:  # fmt: skip
+        msg = result.verdict.message
+        assert msg is not None
+        out: list[DeliverySpec] = []
+        extension = "xml" if raw.lstrip()[:1] in (b"<", b"\xef") else "eml"
+        for r in result.routing.recipients:
+            if r.role in ("case_unit", "default"):
+                name = f"{message_id}-{(msg.msg_id or 'unknown')[:64]}.{extension}"
+                out.append(DeliverySpec(r.role, r.transport, name, raw, r.her_id))
+            elif r.role == "gp" and r.her_id and r.office_her_id:
+                municipality = result.routing.municipality
+                assert municipality is not None
+                out_id, xml = gpcopy.build(
+                    msg,
+                    _sender(municipality),
+                    gpcopy.GPAddress(r.office_name or "Legekontor", r.office_her_id, r.name, r.her_id),
+                    now,
+                    result.verdict.root,
+                    self.settings.kith.signing,
+                )
+                out.append(
+                    DeliverySpec("gp_copy", "hub", f"gpcopy-{message_id}-{out_id}.xml", xml, r.her_id, out_id)
+                )
+        return out
+
+
+def _apprec_delivery(result: MessageDecision, message_id: int) -> list[DeliverySpec]:
+    a = result.apprec
+    if not a.due or a.xml is None:
+        return []
+    return [DeliverySpec("apprec", "hub", f"apprec-{message_id}-{a.apprec_id}.xml", a.xml, None, a.apprec_id)]
+
+
+def _sender(m: Municipality) -> gpcopy.Party:
+    return gpcopy.Party(m.name, m.her_ids[0], m.case_unit.name, m.case_unit.her_id)

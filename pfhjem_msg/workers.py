@@ -1,0 +1,120 @@
+"""Drafting in worker processes, so reading and deciding messages uses every core while the
+daemon's own process keeps the store, the files and the network.
+
+Each worker loads the configuration itself (settings hold compiled schemas and keys, which do
+not travel between processes) and dies with the daemon: on Linux the kernel kills it when
+its parent dies (``PR_SET_PDEATHSIG``); elsewhere it notices its parent is gone. A worker
+that dies mid-batch (a crash in a C library) breaks the pool: the batch is then drafted one
+message at a time in a fresh pool, and the message that breaks it again is reported as a
+crash of its own, so the attempt counter fails it after a bounded number of tries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from datetime import datetime
+from pathlib import Path
+
+from pfhjem_msg.config import Settings, load
+from pfhjem_msg.drafting import Crash, Draft, Drafter
+from pfhjem_msg.logs import get_logger
+
+log = get_logger("pfhjem_msg.workers")
+_DRAFTER: Drafter | None = None
+
+Job = tuple[bytes, int, datetime]
+
+
+def _die_with_parent(parent: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(0)
+
+
+def _init(config: str, parent: int) -> None:
+    global _DRAFTER
+    _die_with_parent(parent)
+    _DRAFTER = Drafter(load(Path(config)))
+
+
+def _ready() -> bool:
+    return _DRAFTER is not None
+
+
+def _draft(job: Job) -> Draft | Crash:
+    assert _DRAFTER is not None, "worker not initialised"
+    if os.getppid() == 1:  # orphaned where PR_SET_PDEATHSIG is not available
+        os._exit(0)
+    return _DRAFTER.safe_draft(*job)
+
+
+class DraftPool:
+    """Drafts batches of messages, in ``workers`` processes, or in this one when 1."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.workers = max(1, workers)
+        self.local = Drafter(settings) if self.workers == 1 else None
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init,
+                initargs=(str(self.settings.path.resolve()), os.getpid()),
+            )
+        return self._pool
+
+    def ready(self) -> None:
+        """Start the workers and wait until they can draft. The pipeline calls this before it
+        counts attempts, so a daemon stopped while its workers start counts no attempt."""
+        if self.local is not None:
+            return
+        try:
+            for future in [self._executor().submit(_ready) for _ in range(self.workers)]:
+                future.result()
+        except BrokenProcessPool:
+            self._reset()
+            raise
+
+    def draft(self, jobs: Sequence[Job]) -> list[Draft | Crash]:
+        if self.local is not None:
+            return [self.local.safe_draft(*job) for job in jobs]
+        if not jobs:
+            return []
+        chunk = max(1, len(jobs) // (self.workers * 4))
+        try:
+            return list(self._executor().map(_draft, jobs, chunksize=chunk))
+        except BrokenProcessPool:
+            log.error("workers.broken", batch=len(jobs))
+            self._reset()
+        out: list[Draft | Crash] = []
+        for job in jobs:  # one at a time, to find the message that breaks a worker
+            try:
+                out.append(self._executor().submit(_draft, job).result())
+            except BrokenProcessPool:
+                self._reset()
+                out.append(Crash("processing crashed its worker process"))
+        return out
+
+    def _reset(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
