@@ -89,6 +89,21 @@ def bare_loop(files: list[Path]) -> float:
     return elapsed
 
 
+def disk_probe(directory: Path, count: int = 500) -> float:
+    """Files/s this disk takes with a write, fsync and rename each: how far the disk alone
+    lets any durable delivery go, measured beside the run."""
+    directory.mkdir()
+    start = time.perf_counter()
+    for i in range(count):
+        temp = directory / f".p{i}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        os.write(fd, b"x" * 4096)
+        os.fsync(fd)
+        os.close(fd)
+        os.replace(temp, directory / f"p{i}")
+    return count / (time.perf_counter() - start)
+
+
 def timings(db: Path) -> tuple[list[float], float]:
     """Seconds from each message's acceptance to its AppRec written; and the seconds from the
     first acceptance to the last AppRec (the run without process start-up and shut-down)."""
@@ -119,6 +134,7 @@ def main() -> int:
         source.mkdir()
         files = make_messages(source, args.messages)
         bare_seconds = bare_loop(files)
+        disk_files_per_s = disk_probe(base / "probe")
         config = base / "config.toml"
         config.write_text(CONFIG.format(registry=ROOT / "config" / "gp-registry.csv"), encoding="utf-8")
         inbox = base / "var" / "inbox"
@@ -155,6 +171,7 @@ def main() -> int:
         "latency_intake_to_apprec_p99_s": round(percentile(lat, 0.99), 3) if lat else None,
         "bare_lxml_parse_validate_messages_per_s": round(bare_rate, 1),
         "ratio_end_to_end_to_bare": round(e2e_rate / bare_rate, 4),
+        "disk_probe_fsynced_files_per_s": round(disk_files_per_s, 1),
         "floor_messages_per_s": args.floor,
         "durable": "sqlite synchronous=FULL (WAL), files fsynced before rename, directory fsynced",
     }

@@ -77,22 +77,32 @@ class Pipeline:
 
     def _process(self, attempts: dict[int, int]) -> None:
         now = self.clock()
-        changes: list[Change] = []
         jobs = []
+        failed: list[Change] = []
         for message_id, count in attempts.items():
             if count > self.policy.pipeline_attempts:
                 reason = f"processing crashed or failed {count - 1} times; see the earlier events"
-                changes.append(Change(message_id, [Transition("failed", reason)]))
+                failed.append(Change(message_id, [Transition("failed", reason)]))
             else:
                 jobs.append((self.store.raw(message_id), message_id, now))
+        self._commit(failed, now)
         seen: dict[tuple[str, str | None], int] = {}
-        for (_, message_id, _), draft in zip(jobs, self.drafts.draft(jobs), strict=True):
-            if isinstance(draft, Crash):
-                retry_at = now + self.policy.delay(attempts[message_id], self.rng)
-                self.store.postpone(message_id, retry_at, draft.reason + "; will retry", now)
-                log.error("message.error", message_id=message_id, attempt=attempts[message_id])
-                continue
-            changes.append(self._conclude(draft, seen))
+        done = 0
+        results = self.drafts.draft(jobs)
+        self.deliver_due()  # what earlier rounds routed, while the workers draft
+        for drafts in results:
+            changes = []
+            for (_, message_id, _), draft in zip(jobs[done : done + len(drafts)], drafts, strict=True):
+                if isinstance(draft, Crash):
+                    retry_at = now + self.policy.delay(attempts[message_id], self.rng)
+                    self.store.postpone(message_id, retry_at, draft.reason + "; will retry", now)
+                    log.error("message.error", message_id=message_id, attempt=attempts[message_id])
+                else:
+                    changes.append(self._conclude(draft, seen))
+            done += len(drafts)
+            self._commit(changes, now)
+
+    def _commit(self, changes: list[Change], now: datetime) -> None:
         if changes:
             self.store.apply(changes, now)
         for c in changes:

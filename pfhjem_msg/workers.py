@@ -17,8 +17,8 @@ import ctypes.util
 import multiprocessing
 import os
 import signal
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +49,10 @@ def _init(config: str, parent: int) -> None:
 
 def _ready() -> bool:
     return _DRAFTER is not None
+
+
+def _draft_many(jobs: list[Job]) -> list[Draft | Crash]:
+    return [_draft(job) for job in jobs]
 
 
 def _draft(job: Job) -> Draft | Crash:
@@ -89,25 +93,35 @@ class DraftPool:
             self._reset()
             raise
 
-    def draft(self, jobs: Sequence[Job]) -> list[Draft | Crash]:
+    def draft(self, jobs: Sequence[Job], chunk: int = 25) -> Iterator[list[Draft | Crash]]:
+        """Drafts in chunks, in order. The work is handed to the workers before this returns,
+        so the caller can deliver or commit other things while they draft."""
+        chunks = [list(jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
         if self.local is not None:
-            return [self.local.safe_draft(*job) for job in jobs]
-        if not jobs:
-            return []
-        chunk = max(1, len(jobs) // (self.workers * 4))
-        try:
-            return list(self._executor().map(_draft, jobs, chunksize=chunk))
-        except BrokenProcessPool:
-            log.error("workers.broken", batch=len(jobs))
-            self._reset()
-        out: list[Draft | Crash] = []
-        for job in jobs:  # one at a time, to find the message that breaks a worker
+            local = self.local
+            return iter([[local.safe_draft(*job) for job in c] for c in chunks])
+        futures = [self._executor().submit(_draft_many, c) for c in chunks]
+        return self._results(chunks, futures)
+
+    def _results(self, chunks: list[list[Job]], futures: list[Future[list[Draft | Crash]]]
+                 ) -> Iterator[list[Draft | Crash]]:  # fmt: skip
+        for n, future in enumerate(futures):
             try:
-                out.append(self._executor().submit(_draft, job).result())
+                yield future.result()
             except BrokenProcessPool:
+                log.error("workers.broken", batch=sum(len(c) for c in chunks[n:]))
                 self._reset()
-                out.append(Crash("processing crashed its worker process"))
-        return out
+                for c in chunks[n:]:
+                    yield [self._one(job) for job in c]
+                return
+
+    def _one(self, job: Job) -> Draft | Crash:
+        """One message in a fresh pool: finds the message that breaks a worker."""
+        try:
+            return self._executor().submit(_draft, job).result()
+        except BrokenProcessPool:
+            self._reset()
+            return Crash("processing crashed its worker process")
 
     def _reset(self) -> None:
         if self._pool is not None:
