@@ -75,6 +75,14 @@ class IntakeSettings:
     smtp_port: int = 2525
 
 
+@dataclass(frozen=True)
+class RetentionSettings:
+    payload_days: int | None = None
+    """Delete originals and payloads of finished messages after this many days (None: keep)."""
+    metadata_days: int | None = None
+    """Delete finished messages' rows, events and deliveries after this many days (None: keep)."""
+
+
 @dataclass
 class Settings:
     path: Path
@@ -91,6 +99,9 @@ class Settings:
     sweep_seconds: float = 2.0
     workers: int = 1
     """Processes that read and decide messages (1: the daemon's own process)."""
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    metrics_address: tuple[str, int] | None = None
+    """Where the Prometheus endpoint listens (host, port); None: off."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     """The whole parsed file, for sections that later parts of the product read."""
 
@@ -239,6 +250,8 @@ def load(path: Path) -> Settings:
     daemon = raw.get("daemon", {}) if isinstance(raw.get("daemon", {}), dict) else {}
     settings.sweep_seconds = _number(daemon, "sweep_seconds", 2.0, problems, "daemon")
     settings.workers = _int(daemon, "workers", default_workers(), problems, "daemon")
+    settings.retention = _retention(raw.get("retention", {}), problems)
+    settings.metrics_address = _metrics(raw.get("metrics", {}), problems)
     problems.raise_if_any()
     return settings
 
@@ -316,6 +329,37 @@ def _retry(section: Any, problems: _Problems) -> RetryPolicy:
         jitter=_number(section, "jitter", d.jitter, problems, "retry"),
         pipeline_attempts=_int(section, "pipeline_attempts", d.pipeline_attempts, problems, "retry"),
     )
+
+
+def _retention(section: Any, problems: _Problems) -> RetentionSettings:
+    if not isinstance(section, dict):
+        problems.add("retention", "must be a table")
+        return RetentionSettings()
+    days: dict[str, int | None] = {}
+    for key in ("payload_days", "metadata_days"):
+        value = section.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            problems.add(f"retention.{key}", "must be a whole number of days, 1 or more")
+            value = None
+        days[key] = value
+    payload, metadata = days["payload_days"], days["metadata_days"]
+    if payload and metadata and metadata < payload:
+        problems.add("retention.metadata_days", "must not be shorter than payload_days")
+    return RetentionSettings(payload, metadata)
+
+
+def _metrics(section: Any, problems: _Problems) -> tuple[str, int] | None:
+    if not isinstance(section, dict):
+        problems.add("metrics", "must be a table")
+        return None
+    address = section.get("address")
+    if address is None:
+        return None
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        problems.add("metrics.address", 'must be "host:port", e.g. "127.0.0.1:9464"')
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _slug(name: str) -> str:

@@ -32,3 +32,8 @@ class TransientDeliveryError(PfhjemError):
 
 class PermanentDeliveryError(PfhjemError):
     """A delivery failed in a way that retrying will not fix (5xx, refused address)."""
+
+
+class OperatorRefused(PfhjemError):
+    """An operator command cannot be done as asked (unknown id, wrong state, missing flag);
+    the message says why and what to do instead."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from pfhjem_msg.config import Settings
 from pfhjem_msg.drafting import Crash, Draft
 from pfhjem_msg.errors import PermanentDeliveryError, TransientDeliveryError
+from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.store.base import Change, DeliveryRow, Facts, Receipt, Store, Transition
@@ -62,20 +63,21 @@ class Pipeline:
         due = self.store.due_messages(self.clock(), limit)
         if due:
             self.drafts.ready()
+        again = {d.message_id for d in due if d.again}
         fresh = [d.message_id for d in due if d.attempts == 0]
         if fresh:
-            self._process(self.store.begin_attempts(fresh, self.clock()))
+            self._process(self.store.begin_attempts(fresh, self.clock()), again)
         for d in due:
             if d.attempts:
-                self._process(self.store.begin_attempts([d.message_id], self.clock()))
+                self._process(self.store.begin_attempts([d.message_id], self.clock()), again)
         return len(due)
 
     def process(self, message_id: int) -> None:
         """Process one message now (whatever its due time)."""
         self.drafts.ready()
-        self._process(self.store.begin_attempts([message_id], self.clock()))
+        self._process(self.store.begin_attempts([message_id], self.clock()), {message_id})
 
-    def _process(self, attempts: dict[int, int]) -> None:
+    def _process(self, attempts: dict[int, int], again: set[int]) -> None:
         now = self.clock()
         jobs = []
         failed: list[Change] = []
@@ -98,9 +100,32 @@ class Pipeline:
                     self.store.postpone(message_id, retry_at, draft.reason + "; will retry", now)
                     log.error("message.error", message_id=message_id, attempt=attempts[message_id])
                 else:
-                    changes.append(self._conclude(draft, seen))
+                    changes.append(self._conclude(draft, seen, message_id in again))
             done += len(drafts)
             self._commit(changes, now)
+
+    def _forced_replay(self, message_id: int) -> bool:
+        row = self.store.message(message_id)
+        return row is not None and row.replay_of is not None
+
+    def _no_second_apprec(self, change: Change) -> Change:
+        """A replay never sends a second AppRec for the same received message; it says so."""
+        owed = [d for d in change.deliveries if d.kind == "apprec"]
+        if not owed:
+            return change
+        sent = self.store.apprec_sent(change.message_id)
+        if sent is None:
+            return change
+        wanted, had = apprec_status(owed[0].payload), apprec_status(sent.payload)
+        note = (
+            f"; the replay would have needed an AppRec with status {wanted}, but message {sent.message_id} "
+            f"already got one (status {had}) and none is sent again"
+            if wanted != had
+            else f"; AppRec not sent again: message {sent.message_id} already got one (status {had})"
+        )
+        steps = list(change.steps)
+        steps[-1] = replace(steps[-1], reason=steps[-1].reason + note)
+        return replace(change, steps=steps, deliveries=[d for d in change.deliveries if d.kind != "apprec"])
 
     def _commit(self, changes: list[Change], now: datetime) -> None:
         if changes:
@@ -108,15 +133,18 @@ class Pipeline:
         for c in changes:
             self._log(c.message_id, c.steps[-1].to_state, c.facts)
 
-    def _conclude(self, draft: Draft, seen: dict[tuple[str, str | None], int]) -> Change:
+    def _conclude(self, draft: Draft, seen: dict[tuple[str, str | None], int], again: bool) -> Change:
         """Answer the draft's questions from the store (and from this batch, not yet committed)."""
         change = draft.change
+        if again:
+            change = self._no_second_apprec(change)
         if draft.duplicate_of is not None and draft.parsed is not None:
             msg_id, sender = draft.duplicate_of
             earlier = seen.get(draft.duplicate_of) or self.store.find_duplicate(
                 change.message_id, msg_id, sender
             )
-            if earlier is not None:
+            forced = again and earlier is not None and self._forced_replay(change.message_id)
+            if earlier is not None and not forced:
                 reason = (
                     f"same MsgId from the same sender as message {earlier}: processed once, acknowledged once"
                 )

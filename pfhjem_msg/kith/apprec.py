@@ -292,3 +292,16 @@ def build_xml(msg: Message, d: AppRecDecision, now: datetime) -> bytes:
     etree.SubElement(original, q("IssueDate")).text = _xml_datetime(msg.gen_date, now)
     etree.SubElement(original, q("Id")).text = msg.msg_id or ""
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def apprec_status(xml: bytes) -> str:
+    """The status code (8258) of an AppRec we built, with its error codes: «2 E21», «1»;
+    «?» when it cannot be read (a payload pruned by retention)."""
+    try:
+        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return "?"
+    status = root.find("{*}Status")
+    errors = [e.get("V", "") for e in root.findall("{*}Error")]
+    value = status.get("V", "?") if status is not None else "?"
+    return " ".join([value, *errors])

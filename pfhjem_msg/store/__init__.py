@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
-from pfhjem_msg.store.base import Store
+from pfhjem_msg.store.base import OperatorStore, Store
 from pfhjem_msg.store.sqlite import SqliteStore
 
 
-def open_store(state_dir: Path) -> Store:
-    """The store the configuration asks for (the embedded SQLite file for now)."""
-    return SqliteStore(state_dir / "pfhjem-msg.sqlite3")
+def open_store(state_dir: Path, *, create: bool = True, busy_timeout_ms: int = 10_000) -> OperatorStore:
+    """The store the configuration asks for (the embedded SQLite file for now). Operator
+    commands pass ``create=False``: a wrong state_dir must not silently start an empty store."""
+    return SqliteStore(state_dir / "pfhjem-msg.sqlite3", busy_timeout_ms, create)
 
 
-__all__ = ["SqliteStore", "Store", "open_store"]
+__all__ = ["OperatorStore", "SqliteStore", "Store", "open_store"]

@@ -18,7 +18,7 @@ State = Literal[
 FINAL_STATES: frozenset[str] = frozenset({"done", "rejected", "duplicate", "failed", "discarded"})
 WAITING_STATES: frozenset[str] = frozenset({"held"})
 DeliveryKind = Literal["apprec", "case_unit", "default", "gp_copy"]
-DeliveryStatus = Literal["pending", "delivered", "failed"]
+DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Due:
     message_id: int
     attempts: int
     """Processing attempts begun and not finished: above 0, an earlier try crashed."""
+    again: bool = False
+    """Replayed by an operator (in place, or as a new message): it may owe no AppRec."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class MessageRow:
     receiver_her: str | None
     marked: bool | None
     attempts: int
+    replay_of: int | None = None
+    """Set on a forced replay of a finished message: the message it replays."""
+    pruned: bool = False
+    """The original bytes and payloads were deleted by retention."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,70 @@ class Change:
     receipt: Receipt | None = None
 
 
+@dataclass(frozen=True)
+class MessageFilter:
+    """What ``messages list`` and bulk replays select; every given condition must hold."""
+
+    states: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    sender: str | None = None
+    receiver: str | None = None
+    msg_type: str | None = None
+    marked: bool | None = None
+    limit: int | None = 100
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    """A delivery with everything an operator may ask about it (no payload)."""
+
+    id: int
+    kind: str
+    destination: str
+    filename: str
+    her_id: str | None
+    out_msg_id: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    receipt_status: str | None
+    receipt_errors: str | None
+    receipt_at: datetime | None
+    receipt_overdue_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    action: str
+    message_id: int | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class StatusFacts:
+    counts: dict[str, int]
+    oldest_unfinished: tuple[int, datetime] | None
+    last_intake: datetime | None
+    deliveries_waiting: int
+    oldest_waiting_since: datetime | None
+    receipts_overdue: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    payloads: int
+    """Messages whose original and payloads were (or would be) deleted."""
+    messages: int
+    """Messages deleted with their events and deliveries (past the metadata horizon)."""
+    bytes_before: int
+    bytes_after: int
+
+
 class Store(Protocol):
     def accept(self, raw: bytes, source: str, now: datetime) -> Accepted:
         """Store the bytes and a new message in ``received``, durably, before returning."""
@@ -202,6 +272,56 @@ class Store(Protocol):
         """Those of ``overdue_receipts`` not flagged yet: flag each and add an event to its
         message, once, so an operator sees it in the message's history."""
 
+    def apprec_sent(self, message_id: int) -> DeliveryRow | None:
+        """The AppRec already delivered for this received message: for itself, for the
+        message it replays, or for an earlier copy with the same MsgId from the same sender."""
+
     def counts(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
+
+
+class OperatorStore(Store, Protocol):
+    """What the operator commands need beyond the daemon's own use of the store."""
+
+    def list_messages(self, f: MessageFilter) -> list[MessageRow]: ...
+
+    def resolve(self, ident: str) -> list[int]:
+        """Our message id, or every message with that MsgId."""
+
+    def delivery_info(self, message_id: int) -> list[DeliveryInfo]: ...
+
+    def lineage(self, message_id: int) -> tuple[int | None, list[int]]:
+        """(the message this one replays, the messages that replay this one)."""
+
+    def operator_transition(
+        self,
+        message_id: int,
+        *,
+        allowed: frozenset[str],
+        to_state: str | None,
+        actor: str,
+        reason: str,
+        now: datetime,
+        redraft: bool = False,
+        retry_failed: bool = False,
+        cancel_pending: bool = False,
+        remember_held_from: bool = False,
+    ) -> str:
+        """Move the message (if its state is still one of ``allowed``) and append the event
+        and the audit entry, in one transaction; return the state it left. ``to_state`` None
+        returns an operator-held message to the state it was held from. ``redraft``: the next
+        processing replaces what was not delivered; ``retry_failed``: failed deliveries are
+        due again; ``cancel_pending``: what was not delivered is cancelled."""
+
+    def replay_as_new(self, message_id: int, actor: str, reason: str, now: datetime) -> int:
+        """A new message with the same original, linked to this one, to be processed afresh."""
+
+    def audit(self, actor: str, action: str, message_id: int | None, detail: str, now: datetime) -> None: ...
+
+    def audit_entries(self, since: datetime | None, limit: int | None = None) -> list[AuditEntry]: ...
+
+    def status_facts(self, now: datetime, receipt_deadline: datetime) -> StatusFacts: ...
+
+    def prune(self, payload_before: datetime, metadata_before: datetime | None, now: datetime,
+              dry_run: bool = False) -> PruneResult: ...  # fmt: skip

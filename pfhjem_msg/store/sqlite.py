@@ -1,15 +1,12 @@
-"""The embedded store: one SQLite file in WAL mode, ``synchronous=FULL``, so a commit is on
-disk when it returns. The daemon and the operator commands may use it at the same time."""
+"""The embedded store: one SQLite file (see ``sqlite_base``) with what the daemon does to
+messages here and what operators do in ``sqlite_ops``."""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TypeVar
 
 from pfhjem_msg.errors import StoreError
 from pfhjem_msg.store.base import (
@@ -24,143 +21,13 @@ from pfhjem_msg.store.base import (
     State,
     Transition,
 )
+from pfhjem_msg.store.sqlite_base import delivery_row, message_row, ts
+from pfhjem_msg.store.sqlite_ops import OperatorQueries
 
-T = TypeVar("T")
-
-MIGRATIONS: list[str] = [
-    # 1: the first schema
-    """
-    CREATE TABLE raw (
-        id INTEGER PRIMARY KEY,
-        sha256 TEXT NOT NULL UNIQUE,
-        size INTEGER NOT NULL,
-        bytes BLOB
-    );
-    CREATE TABLE messages (
-        id INTEGER PRIMARY KEY,
-        raw_id INTEGER NOT NULL REFERENCES raw(id),
-        received_at TEXT NOT NULL,
-        source TEXT NOT NULL,
-        state TEXT NOT NULL,
-        state_reason TEXT,
-        on_delivered TEXT NOT NULL DEFAULT 'done',
-        msg_id TEXT,
-        msg_type TEXT,
-        sender_her TEXT,
-        receiver_her TEXT,
-        marked INTEGER,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at TEXT,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX messages_due ON messages(state, next_attempt_at);
-    CREATE INDEX messages_msgid ON messages(msg_id, sender_her);
-    CREATE TABLE deliveries (
-        id INTEGER PRIMARY KEY,
-        message_id INTEGER NOT NULL REFERENCES messages(id),
-        kind TEXT NOT NULL,
-        destination TEXT NOT NULL,
-        filename TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        her_id TEXT,
-        out_msg_id TEXT,
-        status TEXT NOT NULL DEFAULT 'pending',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at TEXT,
-        last_error TEXT,
-        delivered_at TEXT,
-        receipt_status TEXT,
-        receipt_errors TEXT,
-        receipt_at TEXT,
-        UNIQUE (message_id, kind)
-    );
-    CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
-    CREATE INDEX deliveries_out ON deliveries(out_msg_id);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        message_id INTEGER NOT NULL REFERENCES messages(id),
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        from_state TEXT,
-        to_state TEXT,
-        reason TEXT NOT NULL
-    );
-    CREATE INDEX events_message ON events(message_id, id);
-    """,
-    # 2: GP copies whose AppRec is overdue are flagged once, for an operator
-    """
-    ALTER TABLE deliveries ADD COLUMN receipt_overdue_at TEXT;
-    """,
-]
+PROCESSING_STATES = ("received", "parsed", "classified")
 
 
-def _ts(moment: datetime) -> str:
-    return moment.isoformat(timespec="microseconds")
-
-
-class SqliteStore:
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000) -> None:
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                       timeout=busy_timeout_ms / 1000)  # fmt: skip
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(
-                f"cannot open the store {path}: {exc}; check the path and its permissions"
-            ) from exc
-        self._lock = threading.RLock()
-        self._migrate()
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in one IMMEDIATE transaction; committed (and on disk) on return."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(self._db)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return result
-            except sqlite3.Error as exc:
-                raise StoreError(f"the store {self.path} failed: {exc}") from exc
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            try:
-                cur = self._db.execute(sql, args)
-                cur.row_factory = sqlite3.Row
-                return cur.fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"the store {self.path} failed: {exc}") from exc
-
-    def _migrate(self) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
-
-        self._tx(run)
-
-    @staticmethod
-    def _event(db: sqlite3.Connection, message_id: int, now: datetime, actor: str,
-               from_state: str | None, to_state: str | None, reason: str) -> None:  # fmt: skip
-        db.execute(
-            "INSERT INTO events(message_id, at, actor, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
-            (message_id, _ts(now), actor, from_state, to_state, reason),
-        )
-
+class SqliteStore(OperatorQueries):
     # -- intake ------------------------------------------------------------------------------
 
     def accept(self, raw: bytes, source: str, now: datetime) -> Accepted:
@@ -185,7 +52,7 @@ class SqliteStore:
                 message_id = db.execute(
                     "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at) "
                     "VALUES (?,?,?,?,?,?)",
-                    (raw_id, _ts(now), source, "received", _ts(now), _ts(now)),
+                    (raw_id, ts(now), source, "received", ts(now), ts(now)),
                 ).lastrowid
                 assert message_id is not None
                 self._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
@@ -206,22 +73,18 @@ class SqliteStore:
         rows = self._read("SELECT * FROM messages WHERE id = ?", (message_id,))
         if not rows:
             return None
-        r = rows[0]
-        return MessageRow(
-            r["id"], r["state"], r["state_reason"], datetime.fromisoformat(r["received_at"]), r["source"],
-            r["msg_id"], r["msg_type"], r["sender_her"], r["receiver_her"],
-            None if r["marked"] is None else bool(r["marked"]), r["attempts"],
-        )  # fmt: skip
+        return message_row(rows[0])
 
     # -- processing --------------------------------------------------------------------------
 
     def due_messages(self, now: datetime, limit: int) -> list[Due]:
         rows = self._read(
-            "SELECT id, attempts FROM messages WHERE state IN ('received', 'parsed', 'classified') "
+            "SELECT id, attempts, redraft OR replay_of IS NOT NULL FROM messages "
+            "WHERE state IN ('received', 'parsed', 'classified') "
             "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY id LIMIT ?",
-            (_ts(now), limit),
+            (ts(now), limit),
         )
-        return [Due(r[0], r[1]) for r in rows]
+        return [Due(r[0], r[1], bool(r[2])) for r in rows]
 
     def begin_attempts(self, message_ids: Sequence[int], now: datetime) -> dict[int, int]:
         def work(db: sqlite3.Connection) -> dict[int, int]:
@@ -229,7 +92,7 @@ class SqliteStore:
             for message_id in message_ids:
                 row = db.execute(
                     "UPDATE messages SET attempts = attempts + 1, updated_at = ? WHERE id = ? RETURNING attempts",
-                    (_ts(now), message_id),
+                    (ts(now), message_id),
                 ).fetchone()
                 if row is not None:
                     out[message_id] = int(row[0])
@@ -260,16 +123,32 @@ class SqliteStore:
         row = db.execute("SELECT state FROM messages WHERE id = ?", (c.message_id,)).fetchone()
         if row is None:
             raise StoreError(f"message {c.message_id} does not exist")
+        if row[0] not in PROCESSING_STATES:
+            return  # an operator held or discarded it while it was being drafted: they decide
         if c.receipt is not None:
             self._receipt(db, c.receipt, now)
         state = row[0]
         for step in c.steps:
             self._event(db, c.message_id, now, step.actor, state, step.to_state, step.reason)
             state = step.to_state
+        redraft = db.execute("SELECT redraft FROM messages WHERE id = ?", (c.message_id,)).fetchone()[0]
         for d in c.deliveries:
+            # Replayed from the start: what was not delivered is replaced by the new draft
+            # (the configuration may have changed); what was delivered stays as it was.
+            conflict = (
+                "ON CONFLICT(message_id, kind) DO UPDATE SET destination=excluded.destination, "
+                "filename=excluded.filename, payload=excluded.payload, her_id=excluded.her_id, "
+                "out_msg_id=excluded.out_msg_id, status='pending', attempts=0, "
+                "next_attempt_at=excluded.next_attempt_at, created_at=excluded.created_at, receipt_status=NULL, receipt_errors=NULL, "
+                "receipt_at=NULL, receipt_overdue_at=NULL, delivered_at=NULL "
+                "WHERE deliveries.status != 'delivered' OR "
+                "(deliveries.kind = 'gp_copy' AND deliveries.receipt_status NOT IN ('1'))"
+                if redraft
+                else "ON CONFLICT(message_id, kind) DO NOTHING"
+            )
             db.execute(
-                "INSERT OR IGNORE INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
-                "out_msg_id, next_attempt_at) VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
+                "out_msg_id, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?) " + conflict,
                 (
                     c.message_id,
                     d.kind,
@@ -278,9 +157,18 @@ class SqliteStore:
                     d.payload,
                     d.her_id,
                     d.out_msg_id,
-                    _ts(now),
+                    ts(now),
+                    ts(now),
                 ),
             )
+        if redraft:
+            kinds = [d.kind for d in c.deliveries]
+            db.execute(
+                "UPDATE deliveries SET status='cancelled', last_error='no longer due after the replay' "
+                f"WHERE message_id=? AND status != 'delivered' AND kind NOT IN ({','.join('?' * len(kinds))})",
+                (c.message_id, *kinds),
+            )
+            db.execute("UPDATE messages SET redraft=0 WHERE id=?", (c.message_id,))
         if c.facts is not None:
             f = c.facts
             db.execute(
@@ -292,7 +180,7 @@ class SqliteStore:
         db.execute(
             "UPDATE messages SET state=?, state_reason=?, attempts=0, next_attempt_at=NULL, updated_at=?, "
             "on_delivered=? WHERE id=?",
-            (state, reason, _ts(now), c.on_delivered, c.message_id),
+            (state, reason, ts(now), c.on_delivered, c.message_id),
         )
         if state == "routed":
             self._finish_if_delivered(db, c.message_id, now)
@@ -300,19 +188,12 @@ class SqliteStore:
     def postpone(self, message_id: int, retry_at: datetime, error: str, now: datetime) -> None:
         def work(db: sqlite3.Connection) -> None:
             db.execute("UPDATE messages SET next_attempt_at=?, updated_at=? WHERE id=?",
-                       (_ts(retry_at), _ts(now), message_id))  # fmt: skip
+                       (ts(retry_at), ts(now), message_id))  # fmt: skip
             self._event(db, message_id, now, "daemon", None, None, error)
 
         self._tx(work)
 
     # -- deliveries --------------------------------------------------------------------------
-
-    @staticmethod
-    def _delivery(r: sqlite3.Row) -> DeliveryRow:
-        return DeliveryRow(
-            r["id"], r["message_id"], r["kind"], r["destination"], r["filename"], bytes(r["payload"]),
-            r["her_id"], r["out_msg_id"], r["status"], r["attempts"], r["last_error"],
-        )  # fmt: skip
 
     def due_deliveries(self, now: datetime, limit: int) -> list[DeliveryRow]:
         rows = self._read(
@@ -320,30 +201,13 @@ class SqliteStore:
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
             "AND (m.state NOT IN ('discarded', 'held') OR (m.state = 'held' AND d.kind = 'apprec')) "
             "ORDER BY d.next_attempt_at, d.id LIMIT ?",
-            (_ts(now), limit),
+            (ts(now), limit),
         )
-        return [self._delivery(r) for r in rows]
+        return [delivery_row(r) for r in rows]
 
     def deliveries(self, message_id: int) -> list[DeliveryRow]:
         rows = self._read("SELECT * FROM deliveries WHERE message_id = ? ORDER BY id", (message_id,))
-        return [self._delivery(r) for r in rows]
-
-    def _finish_if_delivered(self, db: sqlite3.Connection, message_id: int, now: datetime) -> str | None:
-        state, target = db.execute(
-            "SELECT state, on_delivered FROM messages WHERE id = ?", (message_id,)
-        ).fetchone()
-        if state != "routed":
-            return None
-        left = db.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE message_id = ? AND status != 'delivered'", (message_id,)
-        ).fetchone()[0]
-        if left:
-            return None
-        self._event(db, message_id, now, "daemon", "routed", "delivered", "every delivery is done")
-        self._event(db, message_id, now, "daemon", "delivered", target,
-                    "negative AppRec sent" if target == "rejected" else "finished")  # fmt: skip
-        db.execute("UPDATE messages SET state=?, updated_at=? WHERE id=?", (target, _ts(now), message_id))
-        return str(target)
+        return [delivery_row(r) for r in rows]
 
     def delivered(self, delivery_ids: Sequence[int], now: datetime) -> list[tuple[int, str]]:
         def work(db: sqlite3.Connection) -> list[tuple[int, str]]:
@@ -352,7 +216,7 @@ class SqliteStore:
                 row = db.execute(
                     "UPDATE deliveries SET status='delivered', attempts=attempts+1, delivered_at=?, last_error=NULL "
                     "WHERE id=? AND status='pending' RETURNING message_id",
-                    (_ts(now), delivery_id),
+                    (ts(now), delivery_id),
                 ).fetchone()
                 if row is not None:
                     touched.add(row[0])
@@ -374,7 +238,7 @@ class SqliteStore:
             if retry_at is not None:
                 db.execute(
                     "UPDATE deliveries SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
-                    (error, _ts(retry_at), delivery_id),
+                    (error, ts(retry_at), delivery_id),
                 )
                 return
             db.execute("UPDATE deliveries SET status='failed', attempts=attempts+1, last_error=? WHERE id=?",
@@ -383,7 +247,7 @@ class SqliteStore:
             reason = f"the {kind} delivery failed for good: {error}"
             self._event(db, message_id, now, "daemon", state, "failed", reason)
             db.execute("UPDATE messages SET state='failed', state_reason=?, updated_at=? WHERE id=?",
-                       (reason, _ts(now), message_id))  # fmt: skip
+                       (reason, ts(now), message_id))  # fmt: skip
 
         self._tx(work)
 
@@ -398,7 +262,7 @@ class SqliteStore:
 
     def outgoing(self, out_msg_id: str) -> DeliveryRow | None:
         rows = self._read("SELECT * FROM deliveries WHERE out_msg_id = ? LIMIT 1", (out_msg_id,))
-        return self._delivery(rows[0]) if rows else None
+        return delivery_row(rows[0]) if rows else None
 
     def record_receipt(self, delivery_id: int, status: str, errors: str, now: datetime,
                        hold_reason: str | None) -> None:  # fmt: skip
@@ -406,7 +270,7 @@ class SqliteStore:
 
     def _receipt(self, db: sqlite3.Connection, r: Receipt, now: datetime) -> None:
         db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
-                   (r.status, r.errors, _ts(now), r.delivery_id))  # fmt: skip
+                   (r.status, r.errors, ts(now), r.delivery_id))  # fmt: skip
         if r.hold_reason:
             message_id = db.execute(
                 "SELECT message_id FROM deliveries WHERE id=?", (r.delivery_id,)
@@ -414,27 +278,27 @@ class SqliteStore:
             state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
             self._event(db, message_id, now, "daemon", state, "held", r.hold_reason)
             db.execute("UPDATE messages SET state='held', state_reason=?, updated_at=? WHERE id=?",
-                       (r.hold_reason, _ts(now), message_id))  # fmt: skip
+                       (r.hold_reason, ts(now), message_id))  # fmt: skip
 
     def overdue_receipts(self, before: datetime) -> list[DeliveryRow]:
         rows = self._read(
             "SELECT * FROM deliveries WHERE kind = 'gp_copy' AND status = 'delivered' AND receipt_at IS NULL "
             "AND delivered_at <= ? ORDER BY id",
-            (_ts(before),),
+            (ts(before),),
         )
-        return [self._delivery(r) for r in rows]
+        return [delivery_row(r) for r in rows]
 
     def flag_overdue_receipts(self, before: datetime, now: datetime) -> list[DeliveryRow]:
         def work(db: sqlite3.Connection) -> list[DeliveryRow]:
             cur = db.execute(
                 "SELECT * FROM deliveries WHERE kind = 'gp_copy' AND status = 'delivered' "
                 "AND receipt_at IS NULL AND receipt_overdue_at IS NULL AND delivered_at <= ? ORDER BY id",
-                (_ts(before),),
+                (ts(before),),
             )
             cur.row_factory = sqlite3.Row
-            rows = [self._delivery(r) for r in cur.fetchall()]
+            rows = [delivery_row(r) for r in cur.fetchall()]
             for d in rows:
-                db.execute("UPDATE deliveries SET receipt_overdue_at=? WHERE id=?", (_ts(now), d.id))
+                db.execute("UPDATE deliveries SET receipt_overdue_at=? WHERE id=?", (ts(now), d.id))
                 self._event(db, d.message_id, now, "daemon", None, None,
                             f"no AppRec for the GP copy (MsgId {d.out_msg_id}, to HER-id {d.her_id}) within "
                             "96 hours: ask the GP office or the hub whether it arrived")  # fmt: skip

@@ -1,0 +1,414 @@
+"""The operator commands: ``messages list|show|replay|hold|release|discard``, ``audit``,
+``status``, ``prune``. Parse, call ``ops``, print. Nothing printed carries patient data
+unless ``--show-patient`` is given, and that is written to the audit trail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pfhjem_msg import ops
+from pfhjem_msg.config import Settings, find_config, load
+from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.store import OperatorStore, open_store
+from pfhjem_msg.store.base import MessageFilter, MessageRow
+
+_RELATIVE = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
+_UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(value: str) -> datetime:
+    """ISO date or date-time (UTC unless an offset is given), or an age: 30m, 6h, 2d, 1w."""
+    text = value.strip()
+    m = _RELATIVE.match(text)
+    if m:
+        return now() - timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a time: give 2026-11-22, 2026-11-22T08:00, or an age such as 6h or 2d"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load(find_config(args.config))
+
+
+def _store(args: argparse.Namespace) -> OperatorStore:
+    return open_store(_settings(args).state_dir, create=False, busy_timeout_ms=5000)
+
+
+def _with_store(
+    work: Callable[[argparse.Namespace, OperatorStore], int],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        store = _store(args)
+        try:
+            return work(args, store)
+        finally:
+            store.close()
+
+    return run
+
+
+def _filter(args: argparse.Namespace, limit: int | None) -> MessageFilter:
+    if args.since and args.until and args.since >= args.until:
+        raise OperatorRefused("--since must be earlier than --until: no message can match both")
+    return MessageFilter(
+        states=tuple(args.state or ()),
+        since=args.since,
+        until=args.until,
+        sender=args.sender,
+        receiver=args.receiver,
+        msg_type=args.type,
+        marked=args.marked,
+        limit=limit,
+    )
+
+
+def _dump(data: Any) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+    print()
+
+
+# -- messages list / show ----------------------------------------------------------------------
+
+
+def _row_dict(r: MessageRow) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "received_at": r.received_at.isoformat(),
+        "state": r.state,
+        "msg_type": r.msg_type,
+        "msg_id": r.msg_id,
+        "sender_her": r.sender_her,
+        "receiver_her": r.receiver_her,
+        "marked": r.marked,
+        "reason": r.state_reason,
+    }
+
+
+def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
+    rows = store.list_messages(_filter(args, args.limit))
+    patients = {}
+    if args.show_patient:
+        patients = {r.id: ops.patient_of(store, r) for r in rows}
+        store.audit(ops.operator(), "show patient", None, f"messages list --show-patient: {len(rows)} message(s)",
+                    now())  # fmt: skip
+    if args.json:
+        _dump([_row_dict(r) | ({"patient": patients[r.id]} if args.show_patient else {}) for r in rows])
+        return 0
+    header = f"{'ID':>8}  {'RECEIVED (UTC)':<16}  {'STATE':<10}  {'TYPE':<20}  {'SENDER':<9}  {'RECEIVER':<9}  M  REASON"
+    print(header)
+    for r in rows:
+        marked = "-" if r.marked is None else ("y" if r.marked else "n")
+        reason = (r.state_reason or "").replace("\n", " ")
+        line = (
+            f"{r.id:>8}  {r.received_at.astimezone(UTC):%Y-%m-%d %H:%M}  {r.state:<10}  {(r.msg_type or '-')[:20]:<20}  "
+            f"{r.sender_her or '-':<9}  {r.receiver_her or '-':<9}  {marked}  {reason[:70]}"
+        )
+        print(line)
+        if args.show_patient:
+            p = patients[r.id]
+            print(f"{'':>8}  patient: {p.get('name') or '-'}, {p.get('national_id') or '-'}")
+    if args.limit and len(rows) == args.limit:
+        print(f"(first {args.limit}; use --limit N for more)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
+    message_id = ops.find(store, args.id)
+    if args.raw:
+        sys.stdout.buffer.write(store.raw(message_id))
+        store.audit(ops.operator(), "show raw", message_id, "messages show --raw", now())
+        return 0
+    view = ops.show(store, message_id, args.show_patient, now())
+    data = view.as_dict()
+    if args.json:
+        _dump(data)
+        return 0
+    r = view.row
+    print(f"message {r.id}: {r.state}" + (f" ({r.state_reason})" if r.state_reason else ""))
+    print(f"  received   {r.received_at.isoformat()} from {r.source}")
+    print(f"  MsgId      {r.msg_id or '-'}  type {r.msg_type or '-'}  marked {data['marked']}")
+    print(f"  sender     {r.sender_her or '-'}  receiver {r.receiver_her or '-'}")
+    if view.patient is not None:
+        print(f"  patient    {view.patient.get('name') or '-'}, {view.patient.get('national_id') or '-'}")
+    print(f"  AppRec     {'sent, status ' + view.apprec_sent if view.apprec_sent else 'none sent'}")
+    if view.replay_of or view.replays:
+        parts = ([f"replays message {view.replay_of}"] if view.replay_of else []) + (
+            [f"replayed as {', '.join(map(str, view.replays))}"] if view.replays else []
+        )
+        print(f"  lineage    {'; '.join(parts)}")
+    if r.pruned:
+        print("  original   deleted by retention")
+    print("history:")
+    for e in view.events:
+        move = f"{e.from_state or '·'} → {e.to_state}" if e.to_state else "note"
+        print(f"  {e.at.isoformat(timespec='seconds')}  {e.actor:<14} {move:<24} {e.reason}")
+    print("deliveries:")
+    for d in view.deliveries:
+        print(
+            f"  {d.kind:<9} {d.status:<9} attempts {d.attempts}  {d.destination}"
+            + (f" HER {d.her_id}" if d.her_id else "")
+        )
+        if d.out_msg_id:
+            print(f"            MsgId {d.out_msg_id}")
+        if d.last_error:
+            print(f"            last error: {d.last_error}")
+        if d.status == "pending" and d.next_attempt_at:
+            print(f"            next attempt {d.next_attempt_at.isoformat(timespec='seconds')}")
+        if d.receipt_status:
+            print(f"            AppRec received: status {d.receipt_status} {d.receipt_errors or ''}".rstrip())
+        elif d.receipt_overdue_at:
+            print("            no AppRec after 96 hours")
+    return 0
+
+
+# -- changes -----------------------------------------------------------------------------------
+
+
+def cmd_hold(args: argparse.Namespace, store: OperatorStore) -> int:
+    mid = ops.find(store, args.id)
+    before = ops.hold(store, mid, args.reason, now())
+    print(
+        f"message {mid}: {before} → held ({args.reason}); `pfhjem-msg messages release {mid}` lets it go on"
+    )
+    return 0
+
+
+def cmd_release(args: argparse.Namespace, store: OperatorStore) -> int:
+    mid = ops.find(store, args.id)
+    ops.release(store, mid, args.reason or "", now())
+    row = store.message(mid)
+    print(f"message {mid}: held → {row.state if row else '?'}; the running daemon takes it from there")
+    return 0
+
+
+def cmd_discard(args: argparse.Namespace, store: OperatorStore) -> int:
+    mid = ops.find(store, args.id)
+    row = store.message(mid)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise OperatorRefused("discard asks for confirmation: add --yes when not at a terminal")
+        answer = input(f"Discard message {mid} ({row.state if row else '?'}, MsgId {row.msg_id if row else '-'})? "
+                       "Nothing more will be delivered for it. [y/N] ")  # fmt: skip
+        if answer.strip().lower() not in ("y", "yes", "j", "ja"):
+            print("not discarded")
+            return 1
+    before = ops.discard(store, mid, args.reason, now())
+    print(f"message {mid}: {before} → discarded ({args.reason})")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, store: OperatorStore) -> int:
+    if args.ids and (args.state or _filtered(args)):
+        raise OperatorRefused("give message ids or --state with filters, not both")
+    if args.ids:
+        ids = [ops.find(store, i) for i in args.ids]
+    elif args.state:
+        ids = ops.select(store, _filter(args, args.limit))
+    else:
+        raise OperatorRefused("say what to replay: message ids, or --state failed|rejected|held with filters")
+    plans = [ops.plan_replay(store, i, args.from_start, args.force_duplicate) for i in ids]
+    done = []
+    for plan in plans:
+        if not args.dry_run:
+            try:
+                ops.replay(store, plan, args.reason or "", now())
+            except OperatorRefused as exc:  # it changed meanwhile: say so, go on with the rest
+                print(f"skipped: {exc}", file=sys.stderr)
+                continue
+        done.append(plan)
+        if not args.json:
+            prefix = "would " if args.dry_run else ""
+            extra = f" → message {plan.new_message}" if plan.new_message else ""
+            print(f"{prefix}replay {plan.describe()}{extra}")
+    if args.json:
+        _dump({"dry_run": args.dry_run, "replays": [p.as_dict() for p in done]})
+    elif not args.dry_run and done:
+        print(f"{len(done)} message(s) queued; the running daemon processes them "
+              "(`pfhjem-msg messages show ID` to follow)")  # fmt: skip
+    elif not done:
+        print("nothing to replay")
+    return 0
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return any(
+        getattr(args, k) is not None for k in ("since", "until", "sender", "receiver", "type", "marked")
+    )
+
+
+# -- audit, status, prune ----------------------------------------------------------------------
+
+
+def cmd_audit(args: argparse.Namespace, store: OperatorStore) -> int:
+    entries = store.audit_entries(args.since, args.limit)
+    if args.json:
+        _dump([{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "message_id": e.message_id,
+                "detail": e.detail} for e in entries])  # fmt: skip
+        return 0
+    for e in entries:
+        target = f"message {e.message_id}" if e.message_id else "-"
+        print(f"{e.at.isoformat(timespec='seconds')}  {e.actor:<16} {target:<14} {e.action}: {e.detail}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
+    st = ops.status(store, now())
+    if args.json:
+        _dump(st.as_dict())
+        return 1 if st.problems else 0
+    f = st.facts
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(f.counts.items())) or "no messages"
+    print(f"messages:    {counts}")
+    if f.oldest_unfinished:
+        mid, at = f.oldest_unfinished
+        print(f"unfinished:  oldest is message {mid}, {ops.age(st.now - at)} old")
+    print(f"last intake: {f.last_intake.isoformat(timespec='seconds') if f.last_intake else 'never'}"
+          + (f" ({ops.age(st.now - f.last_intake)} ago)" if f.last_intake else ""))  # fmt: skip
+    waiting = f" (oldest {ops.age(st.now - f.oldest_waiting_since)})" if f.oldest_waiting_since else ""
+    print(f"deliveries:  {f.deliveries_waiting} waiting{waiting}")
+    print(f"GP copies without AppRec after 96 h: {f.receipts_overdue}")
+    for p in st.problems:
+        print(f"NEEDS AN OPERATOR: {p}")
+    if not st.problems:
+        print("OK")
+    return 1 if st.problems else 0
+
+
+def cmd_prune(args: argparse.Namespace, store: OperatorStore) -> int:
+    settings = _settings(args)
+    r = settings.retention
+    if r.payload_days is None:
+        raise OperatorRefused("no retention is configured: set [retention] payload_days (and metadata_days)")
+    moment = now()
+    result = store.prune(
+        moment - timedelta(days=r.payload_days),
+        moment - timedelta(days=r.metadata_days) if r.metadata_days else None,
+        moment,
+        dry_run=args.dry_run,
+    )
+    if not args.dry_run:
+        store.audit(ops.operator(), "prune", None,
+                    f"{result.payloads} original(s) deleted, {result.messages} message(s) removed", moment)  # fmt: skip
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} the originals of {result.payloads} finished message(s) older than {r.payload_days} days")
+    if r.metadata_days:
+        print(
+            f"{verb} {result.messages} finished message(s) with their history, older than {r.metadata_days} days"
+        )
+    if not args.dry_run:
+        print(f"store: {result.bytes_before / 1e6:.1f} MB → {result.bytes_after / 1e6:.1f} MB")
+    return 0
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help="configuration file (default $PFHJEM_MSG_CONFIG, then /etc/pfhjem-msg/config.toml)")  # fmt: skip
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", action="append", metavar="S", help="in this state (repeat for several)")
+    p.add_argument(
+        "--since", type=parse_time, metavar="T", help="received at or after T (2026-11-22, 6h, 2d)"
+    )
+    p.add_argument("--until", type=parse_time, metavar="T", help="received before T")
+    p.add_argument("--sender", metavar="HER", help="sender HER-id")
+    p.add_argument("--receiver", metavar="HER", help="receiver HER-id")
+    p.add_argument("--type", metavar="T", help="message type, e.g. DIALOG_HELSEFAGLIG")
+    marked = p.add_mutually_exclusive_group()
+    marked.add_argument(
+        "--marked", dest="marked", action="store_const", const=True, help="marked Pakkeforløp hjem"
+    )
+    marked.add_argument("--unmarked", dest="marked", action="store_const", const=False, help="not marked")
+
+
+def add_commands(sub: Any) -> None:
+    m = sub.add_parser("messages", help="see and handle stored messages")
+    msub = m.add_subparsers(dest="messages_command", required=True, metavar="SUBCOMMAND")
+
+    ls = msub.add_parser("list", help="list messages, newest first")
+    _config_option(ls)
+    _filters(ls)
+    ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--show-patient", action="store_true", help="show name and national id (audited)")
+    ls.set_defaults(func=_with_store(cmd_list))
+
+    sh = msub.add_parser("show", help="everything known about one message")
+    _config_option(sh)
+    sh.add_argument("id", metavar="ID", help="our message id or the MsgId")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--raw", action="store_true", help="print the stored original bytes (audited)")
+    sh.add_argument("--show-patient", action="store_true", help="show name and national id (audited)")
+    sh.set_defaults(func=_with_store(cmd_show))
+
+    rp = msub.add_parser("replay", help="process messages again from their stored originals")
+    _config_option(rp)
+    rp.add_argument("ids", nargs="*", metavar="ID", help="our message ids or MsgIds")
+    _filters(rp)
+    rp.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="at most N messages of a bulk replay"
+    )
+    rp.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    rp.add_argument(
+        "--from-start", action="store_true", help="re-read and re-route, not only retry deliveries"
+    )
+    rp.add_argument("--force-duplicate", action="store_true",
+                    help="replay a done or duplicate message: delivers it once more (never a second AppRec)")  # fmt: skip
+    rp.add_argument("--reason", default="", help="why (for the history and the audit trail)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=_with_store(cmd_replay))
+
+    for name, helptext, func, reason_required in (
+        ("hold", "stop a message where it is until released", cmd_hold, True),
+        ("release", "let a held message go on", cmd_release, False),
+        ("discard", "give a message up: nothing more is delivered for it", cmd_discard, True),
+    ):
+        p = msub.add_parser(name, help=helptext)
+        _config_option(p)
+        p.add_argument("id", metavar="ID", help="our message id or the MsgId")
+        p.add_argument(
+            "--reason", required=reason_required, default="", help="why (for the history and the audit)"
+        )
+        if name == "discard":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        p.set_defaults(func=_with_store(func))
+
+    a = sub.add_parser("audit", help="what operators did: state changes, patient data shown, pruning")
+    _config_option(a)
+    a.add_argument("--since", type=parse_time, metavar="T")
+    a.add_argument("--limit", type=int, default=None, metavar="N")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_with_store(cmd_audit))
+
+    s = sub.add_parser(
+        "status", help="counts, oldest unfinished, deliveries waiting; exit 1 if an operator is needed"
+    )
+    _config_option(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_with_store(cmd_status))
+
+    pr = sub.add_parser(
+        "prune", help="delete originals and old history as [retention] says, and free the disk"
+    )
+    _config_option(pr)
+    pr.add_argument("--dry-run", action="store_true")
+    pr.set_defaults(func=_with_store(cmd_prune))

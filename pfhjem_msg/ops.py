@@ -1,0 +1,356 @@
+"""The operator's verbs on stored messages: look, hold, release, discard, replay, status,
+prune. The rules live here (which state allows what, what a replay re-sends); the store does
+each change in one transaction; ``cli_ops`` only parses and prints.
+
+Every change is an event with the actor ``ops:<os user>`` and the operator's reason, and an
+audit entry. A replay re-queues the message for the daemon; it never sends anything itself,
+and it never makes the daemon send a second AppRec for the same received message.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.kith.apprec import apprec_status
+from pfhjem_msg.kith.verdict import examine
+from pfhjem_msg.store.base import DeliveryInfo, Event, MessageFilter, MessageRow, OperatorStore, StatusFacts
+
+ACTIVE = frozenset({"received", "parsed", "classified", "routed", "delivered"})
+REPLAYABLE = frozenset({"failed", "rejected", "held", "discarded"})
+FORCED = frozenset({"done", "duplicate"})
+HOUR = timedelta(hours=1)
+RECEIPT_DEADLINE = timedelta(hours=96)
+
+
+def operator() -> str:
+    """``ops:<os user>``: who did it, for the events and the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = f"uid{os.getuid()}"
+    return f"ops:{user}"
+
+
+def find(store: OperatorStore, ident: str) -> int:
+    """Our id or a MsgId → one message id; an OperatorRefused that says what to do otherwise."""
+    ids = store.resolve(ident)
+    if not ids:
+        raise OperatorRefused(
+            f"no message has the id or MsgId {ident!r}; list them with `pfhjem-msg messages list`"
+        )
+    if len(ids) > 1:
+        listed = ", ".join(map(str, ids[:10]))
+        raise OperatorRefused(f"MsgId {ident!r} belongs to messages {listed}: give our id instead")
+    return ids[0]
+
+
+# -- looking -----------------------------------------------------------------------------------
+
+
+@dataclass
+class MessageView:
+    row: MessageRow
+    events: list[Event]
+    deliveries: list[DeliveryInfo]
+    apprec_sent: str | None
+    """Status and codes of the AppRec we sent for it («1», «2 E36»), if any."""
+    replay_of: int | None
+    replays: list[int]
+    patient: dict[str, str | None] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.row
+        out: dict[str, Any] = {
+            "id": r.id,
+            "state": r.state,
+            "reason": r.state_reason,
+            "received_at": r.received_at.isoformat(),
+            "source": r.source,
+            "msg_id": r.msg_id,
+            "msg_type": r.msg_type,
+            "sender_her": r.sender_her,
+            "receiver_her": r.receiver_her,
+            "marked": r.marked,
+            "pruned": r.pruned,
+            "apprec_sent": self.apprec_sent,
+            "events": [
+                {
+                    "at": e.at.isoformat(),
+                    "actor": e.actor,
+                    "from": e.from_state,
+                    "to": e.to_state,
+                    "reason": e.reason,
+                }
+                for e in self.events
+            ],
+            "deliveries": [_delivery_dict(d) for d in self.deliveries],
+            "lineage": {"replay_of": self.replay_of, "replays": self.replays},
+        }
+        if self.patient is not None:
+            out["patient"] = self.patient
+        return out
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _delivery_dict(d: DeliveryInfo) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "kind": d.kind,
+        "destination": d.destination,
+        "her_id": d.her_id,
+        "out_msg_id": d.out_msg_id,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "next_attempt_at": _iso(d.next_attempt_at),
+        "delivered_at": _iso(d.delivered_at),
+        "receipt": None
+        if d.receipt_status is None
+        else {"status": d.receipt_status, "errors": d.receipt_errors, "at": _iso(d.receipt_at)},
+        "receipt_overdue_since": _iso(d.receipt_overdue_at),
+    }
+
+
+def show(
+    store: OperatorStore, message_id: int, show_patient: bool = False, now: datetime | None = None
+) -> MessageView:
+    row = store.message(message_id)
+    if row is None:
+        raise OperatorRefused(f"message {message_id} does not exist")
+    sent = next(
+        (d for d in store.deliveries(message_id) if d.kind == "apprec" and d.status == "delivered"), None
+    )
+    replay_of, replays = store.lineage(message_id)
+    view = MessageView(
+        row,
+        store.events(message_id),
+        store.delivery_info(message_id),
+        apprec_status(sent.payload) if sent else None,
+        replay_of,
+        replays,
+    )
+    if show_patient:
+        view.patient = patient_of(store, row)
+        store.audit(operator(), "show patient", message_id, "messages show --show-patient", now or _now())
+    return view
+
+
+def patient_of(store: OperatorStore, row: MessageRow) -> dict[str, str | None]:
+    """Name and national id from the stored original (only for ``--show-patient``)."""
+    if row.pruned:
+        return {"name": None, "national_id": None, "note": "original deleted by retention"}
+    msg = examine(store.raw(row.id), f"message {row.id}").message
+    p = msg.patient if msg else None
+    if p is None:
+        return {"name": None, "national_id": None}
+    name = " ".join(x for x in (p.given_name, p.middle_name, p.family_name) if x) or None
+    ident = p.national_id
+    return {"name": name, "national_id": ident.id if ident else None}
+
+
+def _now() -> datetime:
+    from pfhjem_msg.daemon import utc_now
+
+    return utc_now()
+
+
+# -- changing by hand --------------------------------------------------------------------------
+
+
+def hold(store: OperatorStore, message_id: int, reason: str, now: datetime) -> str:
+    _need_reason(reason, "hold")
+    _expect(store, message_id, ACTIVE, "held", "only a message still being processed can be held")
+    return store.operator_transition(message_id, allowed=ACTIVE, to_state="held", actor=operator(),
+                                     reason=reason, now=now, remember_held_from=True)  # fmt: skip
+
+
+def release(store: OperatorStore, message_id: int, reason: str, now: datetime) -> str:
+    _expect(store, message_id, frozenset({"held"}), "released", "only a held message can be released")
+    return store.operator_transition(message_id, allowed=frozenset({"held"}), to_state=None, actor=operator(),
+                                     reason=reason or "released", now=now)  # fmt: skip
+
+
+def discard(store: OperatorStore, message_id: int, reason: str, now: datetime) -> str:
+    _need_reason(reason, "discard")
+    allowed = ACTIVE | {"held", "failed", "rejected"}
+    _expect(store, message_id, allowed, "discarded", "a finished message has nothing left to discard")
+    return store.operator_transition(message_id, allowed=allowed, to_state="discarded", actor=operator(),
+                                     reason=reason, now=now, cancel_pending=True)  # fmt: skip
+
+
+def _need_reason(reason: str, verb: str) -> None:
+    if not reason.strip():
+        raise OperatorRefused(
+            f"{verb} needs --reason: say why, for the message's history and the audit trail"
+        )
+
+
+def _expect(store: OperatorStore, message_id: int, allowed: frozenset[str], verb: str, why: str) -> None:
+    row = store.message(message_id)
+    if row is None:
+        raise OperatorRefused(f"message {message_id} does not exist")
+    if row.state not in allowed:
+        raise OperatorRefused(f"message {message_id} is {row.state} and cannot be {verb}: {why}")
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+Mode = Literal["deliveries", "from_start", "new_message"]
+
+
+@dataclass
+class ReplayPlan:
+    message_id: int
+    state: str
+    mode: Mode
+    resend: list[str] = field(default_factory=list)
+    """Kinds of deliveries not yet delivered that the replay sends (or may send)."""
+    apprec_note: str | None = None
+    new_message: int | None = None
+
+    def describe(self) -> str:
+        what = {
+            "deliveries": "retry its failed deliveries",
+            "from_start": "process it again from the stored original",
+            "new_message": "process it again as a new message, delivering once more",
+        }[self.mode]
+        label = "delivers again" if self.mode == "new_message" else "not yet delivered"
+        resend = f"; {label}: {', '.join(self.resend)}" if self.resend else ""
+        note = f"; {self.apprec_note}" if self.apprec_note else ""
+        return f"message {self.message_id} ({self.state}): {what}{resend}{note}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.message_id,
+            "state": self.state,
+            "mode": self.mode,
+            "resend": self.resend,
+            "apprec": self.apprec_note,
+            "new_message": self.new_message,
+        }
+
+
+def plan_replay(store: OperatorStore, message_id: int, from_start: bool, force_duplicate: bool) -> ReplayPlan:
+    row = store.message(message_id)
+    if row is None:
+        raise OperatorRefused(f"message {message_id} does not exist")
+    if row.pruned:
+        raise OperatorRefused(
+            f"message {message_id}'s original was deleted by retention: it cannot be replayed"
+        )
+    if row.state in ACTIVE:
+        raise OperatorRefused(
+            f"message {message_id} is still being processed ({row.state}); wait, or hold it first"
+        )
+    if row.state in FORCED and not force_duplicate:
+        raise OperatorRefused(
+            f"message {message_id} is {row.state}: a replay would deliver it a second time; "
+            "add --force-duplicate if that is what you want (no second AppRec is sent)"
+        )
+    deliveries = store.deliveries(message_id)
+    undelivered = [d.kind for d in deliveries if d.status not in ("delivered", "cancelled")]
+    sent = store.apprec_sent(message_id)
+    note = (
+        f"AppRec already sent (status {apprec_status(sent.payload)}); it is not sent again" if sent else None
+    )
+    if row.state in FORCED:
+        return ReplayPlan(message_id, row.state, "new_message", [d.kind for d in deliveries if d.kind != "apprec"],
+                          note)  # fmt: skip
+    failed_deliveries = [d.kind for d in deliveries if d.status == "failed"]
+    if row.state == "failed" and failed_deliveries and not from_start:
+        return ReplayPlan(message_id, row.state, "deliveries", failed_deliveries, note)
+    return ReplayPlan(message_id, row.state, "from_start", undelivered, note)
+
+
+def replay(store: OperatorStore, plan: ReplayPlan, reason: str, now: datetime) -> ReplayPlan:
+    why = reason or "replayed by an operator"
+    allowed = frozenset({plan.state})
+    if plan.mode == "new_message":
+        plan.new_message = store.replay_as_new(plan.message_id, operator(), why, now)
+    elif plan.mode == "deliveries":
+        store.operator_transition(plan.message_id, allowed=allowed, to_state="routed", actor=operator(),
+                                  reason=f"replay of the failed deliveries: {why}", now=now,
+                                  retry_failed=True)  # fmt: skip
+    else:
+        store.operator_transition(plan.message_id, allowed=allowed, to_state="received", actor=operator(),
+                                  reason=f"replay from the start: {why}", now=now, redraft=True)  # fmt: skip
+    return plan
+
+
+def select(store: OperatorStore, f: MessageFilter) -> list[int]:
+    """Bulk selection: refuses a filter that names no state, so nothing is replayed by accident."""
+    if not f.states:
+        raise OperatorRefused("a bulk replay needs --state (failed, rejected or held) and may add filters")
+    odd = set(f.states) - (REPLAYABLE | FORCED)
+    if odd:
+        raise OperatorRefused(f"messages in state {', '.join(sorted(odd))} cannot be replayed")
+    return [r.id for r in store.list_messages(f)]
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Status:
+    facts: StatusFacts
+    now: datetime
+    problems: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        f = self.facts
+        age = (self.now - f.oldest_unfinished[1]).total_seconds() if f.oldest_unfinished else None
+        waiting_age = (self.now - f.oldest_waiting_since).total_seconds() if f.oldest_waiting_since else None
+        return {
+            "counts": f.counts,
+            "oldest_unfinished": None
+            if f.oldest_unfinished is None
+            else {
+                "id": f.oldest_unfinished[0],
+                "received_at": f.oldest_unfinished[1].isoformat(),
+                "age_seconds": age,
+            },
+            "last_intake": _iso(f.last_intake),
+            "deliveries_waiting": f.deliveries_waiting,
+            "oldest_delivery_waiting_seconds": waiting_age,
+            "gp_copies_without_apprec_96h": f.receipts_overdue,
+            "needs_operator": bool(self.problems),
+            "problems": self.problems,
+        }
+
+
+def status(store: OperatorStore, now: datetime) -> Status:
+    facts = store.status_facts(now, now - RECEIPT_DEADLINE)
+    problems = []
+    for state in ("failed", "held"):
+        if facts.counts.get(state):
+            problems.append(
+                f"{facts.counts[state]} message(s) {state}: `pfhjem-msg messages list --state {state}`"
+            )
+    if facts.oldest_unfinished and now - facts.oldest_unfinished[1] > HOUR:
+        mid, at = facts.oldest_unfinished
+        problems.append(f"message {mid} unfinished for {age(now - at)}: `pfhjem-msg messages show {mid}`")
+    if facts.oldest_waiting_since and now - facts.oldest_waiting_since > HOUR:
+        problems.append(
+            f"a delivery has waited {age(now - facts.oldest_waiting_since)}: is a destination down?"
+        )
+    if facts.receipts_overdue:
+        problems.append(f"{facts.receipts_overdue} GP copy(ies) without an AppRec after 96 hours")
+    return Status(facts, now, problems)
+
+
+def age(delta: timedelta) -> str:
+    """«3 d 4 h», «2 h 5 min», «7 min»."""
+    seconds = int(delta.total_seconds())
+    if seconds >= 86400:
+        return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min"

@@ -1,0 +1,234 @@
+"""The SQLite plumbing under the store: the connection (WAL, ``synchronous=FULL``, so a
+commit is on disk when it returns), transactions, migrations, events. The daemon and the
+operator commands may use the same file at the same time."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pfhjem_msg.errors import StoreError
+from pfhjem_msg.store.base import DeliveryRow, MessageRow
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema
+    """
+    CREATE TABLE raw (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        bytes BLOB
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        raw_id INTEGER NOT NULL REFERENCES raw(id),
+        received_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        state_reason TEXT,
+        on_delivered TEXT NOT NULL DEFAULT 'done',
+        msg_id TEXT,
+        msg_type TEXT,
+        sender_her TEXT,
+        receiver_her TEXT,
+        marked INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX messages_due ON messages(state, next_attempt_at);
+    CREATE INDEX messages_msgid ON messages(msg_id, sender_her);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        kind TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        her_id TEXT,
+        out_msg_id TEXT,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        delivered_at TEXT,
+        receipt_status TEXT,
+        receipt_errors TEXT,
+        receipt_at TEXT,
+        UNIQUE (message_id, kind)
+    );
+    CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+    CREATE INDEX deliveries_out ON deliveries(out_msg_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        from_state TEXT,
+        to_state TEXT,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX events_message ON events(message_id, id);
+    """,
+    # 2: GP copies whose AppRec is overdue are flagged once, for an operator
+    """
+    ALTER TABLE deliveries ADD COLUMN receipt_overdue_at TEXT;
+    """,
+    # 3: operator tooling: hold/release, replays and their lineage, retention, audit, fast listings
+    """
+    ALTER TABLE messages ADD COLUMN held_from TEXT;
+    ALTER TABLE messages ADD COLUMN redraft INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN replay_of INTEGER REFERENCES messages(id);
+    ALTER TABLE messages ADD COLUMN pruned_at TEXT;
+    ALTER TABLE deliveries ADD COLUMN created_at TEXT;
+    CREATE INDEX messages_state_received ON messages(state, received_at);
+    CREATE INDEX messages_received ON messages(received_at);
+    CREATE INDEX messages_sender ON messages(sender_her, received_at);
+    CREATE INDEX messages_receiver ON messages(receiver_her, received_at);
+    CREATE INDEX messages_replay_of ON messages(replay_of);
+    CREATE INDEX messages_raw ON messages(raw_id);
+    CREATE INDEX deliveries_message ON deliveries(message_id, kind);
+    CREATE INDEX deliveries_awaiting_receipt ON deliveries(delivered_at)
+        WHERE kind = 'gp_copy' AND status = 'delivered' AND receipt_at IS NULL;
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        message_id INTEGER,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit(at);
+    """,
+]
+
+
+def ts(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def message_row(r: sqlite3.Row) -> MessageRow:
+    return MessageRow(
+        r["id"], r["state"], r["state_reason"], datetime.fromisoformat(r["received_at"]), r["source"],
+        r["msg_id"], r["msg_type"], r["sender_her"], r["receiver_her"],
+        None if r["marked"] is None else bool(r["marked"]), r["attempts"], r["replay_of"],
+        r["pruned_at"] is not None,
+    )  # fmt: skip
+
+
+def delivery_row(r: sqlite3.Row) -> DeliveryRow:
+    return DeliveryRow(
+        r["id"], r["message_id"], r["kind"], r["destination"], r["filename"], bytes(r["payload"]),
+        r["her_id"], r["out_msg_id"], r["status"], r["attempts"], r["last_error"],
+    )  # fmt: skip
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> str:
+    if "locked" in str(exc) or "busy" in str(exc):
+        return f"the store {path} is locked by another process for too long; try again in a moment"
+    return f"the store {path} failed: {exc}"
+
+
+class SqliteBase:
+    def __init__(self, path: Path, busy_timeout_ms: int = 10_000, create: bool = True) -> None:
+        self.path = path
+        if not create and not path.exists():
+            raise StoreError(
+                f"there is no store at {path}: check state_dir in the configuration, or start the daemon once"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=busy_timeout_ms / 1000)  # fmt: skip
+            if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # so pruning gives disk back
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the store {path}: {exc}; check the path and its permissions"
+            ) from exc
+        self._lock = threading.RLock()
+        self._migrate()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one IMMEDIATE transaction; committed (and on disk) on return."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                raise StoreError(_explain(self.path, exc)) from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cur = self._db.execute(sql, args)
+                cur.row_factory = sqlite3.Row
+                return cur.fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(_explain(self.path, exc)) from exc
+
+    def _migrate(self) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+
+        self._tx(run)
+
+    def _exists(self, db: sqlite3.Connection, message_id: int) -> str:
+        """The message's state; a StoreError naming the id when there is no such message."""
+        row = db.execute("SELECT state FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"message {message_id} does not exist")
+        return str(row[0])
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, message_id: int, now: datetime, actor: str,
+               from_state: str | None, to_state: str | None, reason: str) -> None:  # fmt: skip
+        db.execute(
+            "INSERT INTO events(message_id, at, actor, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
+            (message_id, ts(now), actor, from_state, to_state, reason),
+        )
+
+    def _finish_if_delivered(self, db: sqlite3.Connection, message_id: int, now: datetime) -> str | None:
+        state, target = db.execute(
+            "SELECT state, on_delivered FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if state != "routed":
+            return None
+        left = db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE message_id = ? AND status NOT IN ('delivered', 'cancelled')",
+            (message_id,),
+        ).fetchone()[0]
+        if left:
+            return None
+        self._event(db, message_id, now, "daemon", "routed", "delivered", "every delivery is done")
+        self._event(db, message_id, now, "daemon", "delivered", target,
+                    "negative AppRec sent" if target == "rejected" else "finished")  # fmt: skip
+        db.execute("UPDATE messages SET state=?, updated_at=? WHERE id=?", (target, ts(now), message_id))
+        return str(target)

@@ -1,0 +1,318 @@
+"""What operators do to the store: list, look into, move by hand, replay, audit, prune.
+
+Each change is one transaction that checks the message is still in the state the operator
+saw (the daemon may have moved it meanwhile), appends the event with the operator as actor,
+and writes the audit entry. Listings use the indexes of migration 3, so they stay fast with a
+million messages.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.store.base import (
+    FINAL_STATES,
+    AuditEntry,
+    DeliveryInfo,
+    DeliveryRow,
+    MessageFilter,
+    MessageRow,
+    PruneResult,
+    StatusFacts,
+)
+from pfhjem_msg.store.sqlite_base import SqliteBase, delivery_row, message_row, parse_ts, ts
+
+UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered", "held")
+PRUNABLE_STATES = ("done", "rejected", "duplicate", "discarded")
+"""Final states whose originals retention may delete; ``failed`` waits for an operator."""
+
+
+class OperatorQueries(SqliteBase):
+    # -- reading ----------------------------------------------------------------------------
+
+    def list_messages(self, f: MessageFilter) -> list[MessageRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        if f.states:
+            where.append(f"state IN ({','.join('?' * len(f.states))})")
+            args += list(f.states)
+        for column, op, value in (
+            ("received_at", ">=", ts(f.since) if f.since else None),
+            ("received_at", "<", ts(f.until) if f.until else None),
+            ("sender_her", "=", f.sender),
+            ("receiver_her", "=", f.receiver),
+            ("msg_type", "=", f.msg_type),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        if f.marked is not None:
+            where.append("marked = ?")
+            args.append(int(f.marked))
+        sql = "SELECT * FROM messages" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY received_at DESC, id DESC"
+        if f.limit is not None:
+            sql += " LIMIT ?"
+            args.append(f.limit)
+        return [message_row(r) for r in self._read(sql, args)]
+
+    def resolve(self, ident: str) -> list[int]:
+        ident = ident.strip()
+        if ident.isdigit():
+            rows = self._read("SELECT id FROM messages WHERE id = ?", (int(ident),))
+            if rows:
+                return [rows[0][0]]
+        return [r[0] for r in self._read("SELECT id FROM messages WHERE msg_id = ? ORDER BY id", (ident,))]
+
+    def delivery_info(self, message_id: int) -> list[DeliveryInfo]:
+        rows = self._read(
+            "SELECT id, kind, destination, filename, her_id, out_msg_id, status, attempts, last_error, "
+            "next_attempt_at, delivered_at, receipt_status, receipt_errors, receipt_at, receipt_overdue_at "
+            "FROM deliveries WHERE message_id = ? ORDER BY id",
+            (message_id,),
+        )
+        return [_delivery_info(r) for r in rows]
+
+    def lineage(self, message_id: int) -> tuple[int | None, list[int]]:
+        row = self._read("SELECT replay_of FROM messages WHERE id = ?", (message_id,))
+        replays = self._read("SELECT id FROM messages WHERE replay_of = ? ORDER BY id", (message_id,))
+        return (row[0][0] if row else None), [r[0] for r in replays]
+
+    def apprec_sent(self, message_id: int) -> DeliveryRow | None:
+        chain = [message_id]
+        row = self._read("SELECT replay_of, msg_id, sender_her FROM messages WHERE id = ?", (message_id,))
+        while row and row[0]["replay_of"] is not None and len(chain) < 100:
+            chain.append(row[0]["replay_of"])
+            row = self._read("SELECT replay_of, msg_id, sender_her FROM messages WHERE id = ?", (chain[-1],))
+        first = self._read("SELECT msg_id, sender_her FROM messages WHERE id = ?", (message_id,))
+        if first and first[0]["msg_id"]:  # the same message handed over again (a duplicate)
+            chain += [r[0] for r in self._read(
+                "SELECT id FROM messages WHERE msg_id = ? AND sender_her IS ? LIMIT 100",
+                (first[0]["msg_id"], first[0]["sender_her"]),
+            )]  # fmt: skip
+        rows = self._read(
+            f"SELECT * FROM deliveries WHERE kind = 'apprec' AND status = 'delivered' "
+            f"AND message_id IN ({','.join('?' * len(chain))}) ORDER BY id LIMIT 1",
+            chain,
+        )
+        return delivery_row(rows[0]) if rows else None
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def operator_transition(
+        self,
+        message_id: int,
+        *,
+        allowed: frozenset[str],
+        to_state: str | None,
+        actor: str,
+        reason: str,
+        now: datetime,
+        redraft: bool = False,
+        retry_failed: bool = False,
+        cancel_pending: bool = False,
+        remember_held_from: bool = False,
+    ) -> str:
+        def work(db: sqlite3.Connection) -> str:
+            row = db.execute("SELECT state, held_from FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise OperatorRefused(f"message {message_id} does not exist")
+            state, held_from = row
+            if state not in allowed:
+                raise OperatorRefused(
+                    f"message {message_id} is {state} now, not {' or '.join(sorted(allowed))}: "
+                    "it changed meanwhile; look at it with `pfhjem-msg messages show` and try again"
+                )
+            target = to_state or held_from or "received"
+            again = redraft or (to_state is None and held_from is None)
+            if retry_failed:
+                db.execute(
+                    "UPDATE deliveries SET status='pending', attempts=0, next_attempt_at=? "
+                    "WHERE message_id=? AND status='failed'",
+                    (ts(now), message_id),
+                )
+            if cancel_pending:
+                db.execute(
+                    "UPDATE deliveries SET status='cancelled', last_error=? "
+                    "WHERE message_id=? AND status IN ('pending', 'failed')",
+                    (f"cancelled by {actor}", message_id),
+                )
+            due = ts(now) if target in ("received", "parsed", "classified") else None
+            db.execute(
+                "UPDATE messages SET state=?, state_reason=?, held_from=?, redraft=?, attempts=0, "
+                "next_attempt_at=?, updated_at=? WHERE id=?",
+                (target, reason, state if remember_held_from else None, int(again), due, ts(now), message_id),
+            )
+            self._event(db, message_id, now, actor, state, target, reason)
+            self._audit(db, actor, f"{state} → {target}", message_id, reason, now)
+            if target == "routed":
+                self._finish_if_delivered(db, message_id, now)
+            return str(state)
+
+        return self._tx(work)
+
+    def replay_as_new(self, message_id: int, actor: str, reason: str, now: datetime) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT m.raw_id, m.msg_id, m.msg_type, m.sender_her, m.receiver_her, m.marked, r.bytes IS NULL "
+                "FROM messages m JOIN raw r ON r.id = m.raw_id WHERE m.id = ?",
+                (message_id,),
+            ).fetchone()
+            if row is None:
+                raise OperatorRefused(f"message {message_id} does not exist")
+            if row[6]:
+                raise OperatorRefused(
+                    f"message {message_id}'s original was deleted by retention: nothing to replay"
+                )
+            new = db.execute(
+                "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at, msg_id, "
+                "msg_type, sender_her, receiver_her, marked, replay_of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row[0],
+                    ts(now),
+                    f"replay:{message_id}",
+                    "received",
+                    ts(now),
+                    ts(now),
+                    *row[1:6],
+                    message_id,
+                ),
+            ).lastrowid
+            assert new is not None
+            self._event(db, new, now, actor, None, "received", f"replay of message {message_id}: {reason}")
+            self._event(db, message_id, now, actor, None, None, f"replayed as message {new}: {reason}")
+            self._audit(db, actor, "replay as new message", message_id, f"message {new}: {reason}", now)
+            return int(new)
+
+        return self._tx(work)
+
+    # -- audit ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _audit(db: sqlite3.Connection, actor: str, action: str, message_id: int | None, detail: str,
+               now: datetime) -> None:  # fmt: skip
+        db.execute(
+            "INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?,?,?,?,?)",
+            (ts(now), actor, action, message_id, detail),
+        )
+
+    def audit(self, actor: str, action: str, message_id: int | None, detail: str, now: datetime) -> None:
+        self._tx(lambda db: self._audit(db, actor, action, message_id, detail, now))
+
+    def audit_entries(self, since: datetime | None, limit: int | None = None) -> list[AuditEntry]:
+        rows = self._read(
+            "SELECT at, actor, action, message_id, detail FROM audit WHERE at >= ? ORDER BY id"
+            + (" LIMIT ?" if limit else ""),
+            (ts(since) if since else "", *([limit] if limit else [])),
+        )
+        return [AuditEntry(datetime.fromisoformat(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status_facts(self, now: datetime, receipt_deadline: datetime) -> StatusFacts:
+        counts = {r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM messages GROUP BY state")}
+        oldest: tuple[int, datetime] | None = None
+        for state in UNFINISHED_STATES:
+            if not counts.get(state):
+                continue
+            r = self._read(
+                "SELECT id, received_at FROM messages WHERE state = ? ORDER BY received_at LIMIT 1", (state,)
+            )
+            if r and (oldest is None or datetime.fromisoformat(r[0][1]) < oldest[1]):
+                oldest = (r[0][0], datetime.fromisoformat(r[0][1]))
+        last = self._read(
+            "SELECT received_at FROM messages WHERE source NOT LIKE 'replay:%' ORDER BY received_at DESC LIMIT 1"
+        )
+        waiting = self._read("SELECT COUNT(*), MIN(created_at) FROM deliveries WHERE status = 'pending'")
+        overdue = self._read(
+            "SELECT COUNT(*) FROM deliveries WHERE kind = 'gp_copy' AND status = 'delivered' "
+            "AND receipt_at IS NULL AND delivered_at <= ?",
+            (ts(receipt_deadline),),
+        )
+        return StatusFacts(
+            counts=counts,
+            oldest_unfinished=oldest,
+            last_intake=datetime.fromisoformat(last[0][0]) if last else None,
+            deliveries_waiting=waiting[0][0],
+            oldest_waiting_since=parse_ts(waiting[0][1]),
+            receipts_overdue=overdue[0][0],
+        )
+
+    # -- retention --------------------------------------------------------------------------
+
+    def _size(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            path = self.path.with_name(self.path.name + suffix)
+            if path.exists():
+                total += path.stat().st_size
+        return total
+
+    def prune(self, payload_before: datetime, metadata_before: datetime | None, now: datetime,
+              dry_run: bool = False) -> PruneResult:  # fmt: skip
+        states = ",".join(f"'{s}'" for s in PRUNABLE_STATES)
+        assert set(PRUNABLE_STATES) <= FINAL_STATES
+        before = self._size()
+
+        def work(db: sqlite3.Connection) -> tuple[int, int]:
+            ids = [r[0] for r in db.execute(
+                f"SELECT id FROM messages WHERE state IN ({states}) AND pruned_at IS NULL AND updated_at < ?",
+                (ts(payload_before),),
+            )]  # fmt: skip
+            old: list[int] = []
+            if metadata_before is not None:
+                old = [r[0] for r in db.execute(
+                    f"SELECT id FROM messages WHERE state IN ({states}) AND updated_at < ?",
+                    (ts(metadata_before),),
+                )]  # fmt: skip
+            if dry_run:
+                return len(ids), len(old)
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"UPDATE messages SET pruned_at=? WHERE id IN ({marks})", (ts(now), *chunk))
+                db.execute(f"UPDATE deliveries SET payload=x'' WHERE message_id IN ({marks})", chunk)
+            # An original goes when no message that still needs it refers to it.
+            db.execute(
+                "UPDATE raw SET bytes = NULL WHERE bytes IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM messages m WHERE m.raw_id = raw.id AND m.pruned_at IS NULL)"
+            )
+            for chunk in _chunks(old):
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"UPDATE messages SET replay_of=NULL WHERE replay_of IN ({marks})", chunk)
+                db.execute(f"DELETE FROM events WHERE message_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM deliveries WHERE message_id IN ({marks})", chunk)
+                db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+            db.execute("DELETE FROM raw WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.raw_id = raw.id)")
+            return len(ids), len(old)
+
+        payloads, messages = self._tx(work)
+        if not dry_run and (payloads or messages):
+            self._compact()
+        return PruneResult(payloads, messages, before, self._size())
+
+    def _compact(self) -> None:
+        """Give the freed pages back to the file system (incremental vacuum; a store made
+        before that was switched on is converted once with a full VACUUM)."""
+        with self._lock:
+            mode = self._db.execute("PRAGMA auto_vacuum").fetchone()[0]
+            if mode != 2:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                self._db.execute("VACUUM")
+            else:
+                self._db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page
+            self._db.executescript("PRAGMA wal_checkpoint(TRUNCATE);")
+
+
+def _delivery_info(r: sqlite3.Row) -> DeliveryInfo:
+    return DeliveryInfo(
+        r["id"], r["kind"], r["destination"], r["filename"], r["her_id"], r["out_msg_id"], r["status"],
+        r["attempts"], r["last_error"], parse_ts(r["next_attempt_at"]), parse_ts(r["delivered_at"]),
+        r["receipt_status"], r["receipt_errors"], parse_ts(r["receipt_at"]), parse_ts(r["receipt_overdue_at"]),
+    )  # fmt: skip
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
