@@ -102,6 +102,8 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     metrics_address: tuple[str, int] | None = None
     """Where the Prometheus endpoint listens (host, port); None: off."""
+    metrics_refresh_seconds: float = 15.0
+    """How often the gauges (messages by state, oldest unfinished, …) are read from the store."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     """The whole parsed file, for sections that later parts of the product read."""
 
@@ -252,6 +254,8 @@ def load(path: Path) -> Settings:
     settings.workers = _int(daemon, "workers", default_workers(), problems, "daemon")
     settings.retention = _retention(raw.get("retention", {}), problems)
     settings.metrics_address = _metrics(raw.get("metrics", {}), problems)
+    metrics_section = raw.get("metrics", {}) if isinstance(raw.get("metrics", {}), dict) else {}
+    settings.metrics_refresh_seconds = _number(metrics_section, "refresh_seconds", 15.0, problems, "metrics")
     problems.raise_if_any()
     return settings
 

@@ -14,18 +14,19 @@ import contextlib
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
 from pfhjem_msg.intake.smtp import StoringHandler, start_server
 from pfhjem_msg.intake.spool import Spool
 from pfhjem_msg.logs import get_logger
-from pfhjem_msg.pipeline import Pipeline
+from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline
 from pfhjem_msg.store import open_store
-from pfhjem_msg.store.base import Store
+from pfhjem_msg.store.base import OperatorStore
 
 log = get_logger("pfhjem_msg.daemon")
 
@@ -38,7 +39,7 @@ class Daemon:
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
         self.clock = clock
-        self.store: Store = open_store(settings.state_dir)
+        self.store: OperatorStore = open_store(settings.state_dir)
         self.pipeline = Pipeline(
             self.store, settings, clock, settings.retry, settings.smtp, workers=settings.workers
         )
@@ -61,6 +62,39 @@ class Daemon:
         work += self.pipeline.deliver_due(limit=500)
         return work
 
+    def refresh_metrics(self) -> None:
+        now = self.clock()
+        metrics.update_status(self.store.status_facts(now, now - APPREC_DEADLINE), now.timestamp())
+
+    def prune(self) -> None:
+        """The retention sweep: what ``pfhjem-msg prune`` does, on the daemon's timer."""
+        r = self.settings.retention
+        if r.payload_days is None:
+            return
+        now = self.clock()
+        result = self.store.prune(
+            now - timedelta(days=r.payload_days),
+            now - timedelta(days=r.metadata_days) if r.metadata_days else None,
+            now,
+        )
+        if result.payloads or result.messages:
+            self.store.audit("daemon", "prune", None,
+                             f"{result.payloads} original(s) deleted, {result.messages} message(s) removed", now)  # fmt: skip
+            log.info("retention.pruned", originals=result.payloads, messages=result.messages,
+                     bytes_before=result.bytes_before, bytes_after=result.bytes_after)  # fmt: skip
+
+    def _guarded(self, job: Callable[[], object]) -> Callable[[], None]:
+        """A scheduled job that logs its failure instead of stopping the scheduler's thread."""
+
+        def run() -> None:
+            try:
+                job()
+            except Exception as exc:
+                log.error("daemon.job_failed", job=getattr(job, "__name__", "?"), error=type(exc).__name__,
+                          detail=str(exc)[:200])  # fmt: skip
+
+        return run
+
     def run_once(self) -> int:
         while self.round():
             pass
@@ -78,11 +112,22 @@ class Daemon:
         intake = ThreadPoolExecutor(1, thread_name_prefix="intake")
         wake = asyncio.Event()
         scheduler = AsyncIOScheduler(event_loop=loop)
-        scheduler.add_job(wake.set, "interval", seconds=max(0.05, self.settings.sweep_seconds), id="sweep")
-        scheduler.add_job(self.pipeline.flag_overdue_receipts, "interval", minutes=15, id="receipts")
-        scheduler.start()
         server = None
         info: dict[str, Any] = {"spool": str(self.settings.intake.spool) if self.spool else None}
+        scheduler.add_job(wake.set, "interval", seconds=max(0.05, self.settings.sweep_seconds), id="sweep")
+        scheduler.add_job(
+            self._guarded(self.pipeline.flag_overdue_receipts), "interval", minutes=15, id="receipts"
+        )
+        scheduler.add_job(self._guarded(self.prune), "interval", hours=6, id="retention",
+                          next_run_time=self.clock() + timedelta(minutes=1))  # fmt: skip
+        metrics_server = None
+        if self.settings.metrics_address:
+            metrics_server = metrics.serve(self.settings.metrics_address)
+            info["metrics"] = "{}:{}".format(*self.settings.metrics_address)
+            every = max(0.1, self.settings.metrics_refresh_seconds)
+            scheduler.add_job(self._guarded(self.refresh_metrics), "interval", seconds=every, id="metrics",
+                              next_run_time=self.clock())  # fmt: skip
+        scheduler.start()
         if self.settings.intake.smtp_host:
             handler = StoringHandler(self.store, self.clock, intake, wake.set)
             server = await start_server(
@@ -118,6 +163,8 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await server.wait_closed()
             scheduler.shutdown(wait=False)
+            if metrics_server is not None:
+                metrics_server.shutdown()
             worker.shutdown(wait=True)
             intake.shutdown(wait=True)
             self.pipeline.close()

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
 from pfhjem_msg.drafting import Crash, Draft
 from pfhjem_msg.errors import PermanentDeliveryError, TransientDeliveryError
@@ -28,6 +29,8 @@ from pfhjem_msg.transport import smtp as smtp_transport
 from pfhjem_msg.workers import DraftPool
 
 APPREC_DEADLINE = timedelta(hours=96)
+TRANSPORTS = frozenset({"hub", "dir", "smtp"})
+OUTCOMES = frozenset({"done", "rejected", "duplicate", "held", "failed"})
 log = get_logger("pfhjem_msg.pipeline")
 
 
@@ -169,10 +172,13 @@ class Pipeline:
         return change
 
     def _log(self, message_id: int, state: str, facts: Facts | None) -> None:
-        if facts is None:
-            row = self.store.message(message_id)
-            if row is not None:
-                facts = Facts(row.msg_id, row.msg_type, row.sender_her, row.receiver_her, row.marked)
+        """One log line per transition; an outcome also counts in the metrics."""
+        row = self.store.message(message_id) if facts is None or state in OUTCOMES else None
+        if row is not None:
+            facts = Facts(row.msg_id, row.msg_type, row.sender_her, row.receiver_her, row.marked)
+            if state in OUTCOMES:
+                metrics.processed.labels(metrics.type_label(row.msg_type), state).inc()
+                metrics.latency.observe(max(0.0, (self.clock() - row.received_at).total_seconds()))
         log.info(
             "message.transition",
             message_id=message_id,
@@ -193,6 +199,7 @@ class Pipeline:
         files: list[tuple[DeliveryRow, dir_transport.FileDelivery]] = []
         for d in due:
             kind, _, target = d.destination.partition(":")
+            metrics.delivery_attempts.labels(kind if kind in TRANSPORTS else "other", d.kind).inc()
             if kind in ("hub", "dir"):
                 directory = self.settings.hub_outbox if kind == "hub" else Path(target)
                 files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload)))
@@ -218,6 +225,9 @@ class Pipeline:
 
     def _delivery_failed(self, d: DeliveryRow, exc: TransientDeliveryError | PermanentDeliveryError) -> None:
         now = self.clock()
+        kind = d.destination.partition(":")[0]
+        permanent = "true" if isinstance(exc, PermanentDeliveryError) else "false"
+        metrics.delivery_failures.labels(kind if kind in TRANSPORTS else "other", d.kind, permanent).inc()
         retry_at = (
             self.policy.next_attempt(d.attempts + 1, now, self.rng)
             if isinstance(exc, TransientDeliveryError)

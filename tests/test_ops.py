@@ -391,3 +391,27 @@ def test_cli_and_running_daemon_share_the_store(tmp_path: Path) -> None:
         assert daemon.wait(timeout=60) == 0
     text = log.read_text(encoding="utf-8")
     assert "round_failed" not in text and "Traceback" not in text
+
+
+def test_systemd_unit_runs_as_its_own_user_restarts_and_keeps_state_private() -> None:
+    unit = (ROOT / "config" / "pfhjem-msg.service").read_text(encoding="utf-8")
+    lines = {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in unit.splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert lines["User"] == "pfhjem-msg" and lines["Restart"] == "on-failure"
+    assert lines["StateDirectory"] == "pfhjem-msg" and lines["StateDirectoryMode"] == "0700"
+    assert lines["ExecStart"].endswith("run --config /etc/pfhjem-msg/config.toml")
+    alerts = (ROOT / "config" / "alerts.example.yml").read_text(encoding="utf-8")
+    for expr in ('state="failed"', 'state="held"', "pfhjem_oldest_unfinished_seconds > 3600",
+                 "pfhjem_last_intake_timestamp_seconds > 3600", "pfhjem_delivery_failures_total"):  # fmt: skip
+        assert expr in alerts
+
+
+def test_state_directory_is_created_private(tmp_path: Path) -> None:
+    from pfhjem_msg.store import open_store
+
+    store = open_store(tmp_path / "state")
+    store.close()
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700

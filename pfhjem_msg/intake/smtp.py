@@ -11,6 +11,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from pfhjem_msg import metrics
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import Store
 
@@ -40,6 +41,8 @@ class StoringHandler:
             log.error("smtp.store_failed", peer=peer, error=type(exc).__name__)
             return "451 4.3.0 The message could not be stored; try again later"
         self.last_intake = self.clock()
+        if accepted.new:
+            metrics.received.labels("smtp").inc()
         log.info("message.received", message_id=accepted.message_id, source="smtp", new=accepted.new)
         if self.on_stored:
             self.on_stored()

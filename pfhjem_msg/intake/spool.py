@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from pfhjem_msg import metrics
 from pfhjem_msg.errors import StoreError
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import Store
@@ -94,6 +95,8 @@ class Spool:
         for (path, _), result in zip(items, accepted, strict=True):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+            if result.new:
+                metrics.received.labels("spool").inc()
             log.info("message.received", message_id=result.message_id, source="spool", file=path.name,
                      new=result.new)  # fmt: skip
         self.last_intake = self.clock()

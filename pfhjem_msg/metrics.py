@@ -1,0 +1,93 @@
+"""Prometheus metrics (off unless ``[metrics] address`` is set).
+
+Labels are codes from closed sets only: the message type from the 8279 list (anything else
+is ``other``), states, transports, delivery kinds. Never an id, a HER-id or free text, so no
+patient data can reach a label and the number of series stays small.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from pfhjem_msg.kith.codes import MESSAGE_TYPES
+from pfhjem_msg.store.base import StatusFacts
+
+REGISTRY = CollectorRegistry()
+STATES = ("received", "parsed", "classified", "routed", "delivered", "done", "rejected", "duplicate", "held",
+          "failed", "discarded")  # fmt: skip
+
+received = Counter(
+    "pfhjem_messages_received_total",
+    "Messages accepted from the hub and stored",
+    ["source"],
+    registry=REGISTRY,
+)
+processed = Counter(
+    "pfhjem_messages_processed_total",
+    "Messages that reached an outcome (a final state, or held)",
+    ["msg_type", "outcome"],
+    registry=REGISTRY,
+)
+messages = Gauge("pfhjem_messages", "Messages in the store by state", ["state"], registry=REGISTRY)
+delivery_attempts = Counter(
+    "pfhjem_delivery_attempts_total", "Delivery attempts", ["transport", "kind"], registry=REGISTRY
+)
+delivery_failures = Counter(
+    "pfhjem_delivery_failures_total",
+    "Failed delivery attempts (permanent: no more tries)",
+    ["transport", "kind", "permanent"],
+    registry=REGISTRY,
+)
+latency = Histogram(
+    "pfhjem_processing_seconds",
+    "From acceptance to the message's outcome",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+    registry=REGISTRY,
+)
+oldest_unfinished = Gauge(
+    "pfhjem_oldest_unfinished_seconds",
+    "Age of the oldest message not yet finished (0: none)",
+    registry=REGISTRY,
+)
+last_intake = Gauge(
+    "pfhjem_last_intake_timestamp_seconds",
+    "When the last message was accepted (Unix time)",
+    registry=REGISTRY,
+)
+deliveries_waiting = Gauge("pfhjem_deliveries_waiting", "Deliveries not yet done", registry=REGISTRY)
+receipts_overdue = Gauge(
+    "pfhjem_gp_copies_without_apprec", "GP copies with no AppRec after 96 hours", registry=REGISTRY
+)
+followups = Gauge(
+    "pfhjem_followups",
+    "Follow-ups by municipality and condition",
+    ["municipality", "condition"],
+    registry=REGISTRY,
+)
+
+
+def type_label(msg_type: str | None) -> str:
+    if msg_type is None:
+        return "unreadable"
+    return msg_type if msg_type in MESSAGE_TYPES else "other"
+
+
+def update_status(facts: StatusFacts, now_ts: float) -> None:
+    """Refresh the gauges from the store (the daemon calls this on a timer)."""
+    for state in STATES:
+        messages.labels(state).set(facts.counts.get(state, 0))
+    oldest = facts.oldest_unfinished
+    oldest_unfinished.set(max(0.0, now_ts - oldest[1].timestamp()) if oldest else 0.0)
+    if facts.last_intake is not None:
+        last_intake.set(facts.last_intake.timestamp())
+    deliveries_waiting.set(facts.deliveries_waiting)
+    receipts_overdue.set(facts.receipts_overdue)
+
+
+def serve(address: tuple[str, int]) -> Any:
+    """Start the HTTP endpoint in a background thread; returns the server (for ``shutdown``)."""
+    host, port = address
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return server
