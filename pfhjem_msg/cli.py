@@ -245,9 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     r.set_defaults(func=cmd_run)
 
-    from pfhjem_msg import cli_ops
+    from pfhjem_msg import cli_followups, cli_ops
 
     cli_ops.add_commands(sub)
+    cli_followups.add_commands(sub)
     return parser
 
 

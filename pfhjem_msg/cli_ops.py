@@ -42,15 +42,15 @@ def parse_time(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_of(args: argparse.Namespace) -> Settings:
     return load(find_config(args.config))
 
 
 def _store(args: argparse.Namespace) -> OperatorStore:
-    return open_store(_settings(args).state_dir, create=False, busy_timeout_ms=5000)
+    return open_store(settings_of(args).state_dir, create=False, busy_timeout_ms=5000)
 
 
-def _with_store(
+def with_store(
     work: Callable[[argparse.Namespace, OperatorStore], int],
 ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
@@ -283,6 +283,8 @@ def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
     waiting = f" (oldest {ops.age(st.now - f.oldest_waiting_since)})" if f.oldest_waiting_since else ""
     print(f"deliveries:  {f.deliveries_waiting} waiting{waiting}")
     print(f"GP copies without AppRec after 96 h: {f.receipts_overdue}")
+    for municipality, c in sorted(st.followups.items()):
+        print(f"follow-ups:  {municipality}: {c['due']} due, {c['overdue']} overdue, {c['open']} later")
     for p in st.problems:
         print(f"NEEDS AN OPERATOR: {p}")
     if not st.problems:
@@ -291,7 +293,7 @@ def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, store: OperatorStore) -> int:
-    settings = _settings(args)
+    settings = settings_of(args)
     r = settings.retention
     if r.payload_days is None:
         raise OperatorRefused("no retention is configured: set [retention] payload_days (and metadata_days)")
@@ -319,7 +321,7 @@ def cmd_prune(args: argparse.Namespace, store: OperatorStore) -> int:
 # -- the parser --------------------------------------------------------------------------------
 
 
-def _config_option(p: argparse.ArgumentParser) -> None:
+def config_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE",
                    help="configuration file (default $PFHJEM_MSG_CONFIG, then /etc/pfhjem-msg/config.toml)")  # fmt: skip
 
@@ -345,23 +347,23 @@ def add_commands(sub: Any) -> None:
     msub = m.add_subparsers(dest="messages_command", required=True, metavar="SUBCOMMAND")
 
     ls = msub.add_parser("list", help="list messages, newest first")
-    _config_option(ls)
+    config_option(ls)
     _filters(ls)
     ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
     ls.add_argument("--json", action="store_true")
     ls.add_argument("--show-patient", action="store_true", help="show name and national id (audited)")
-    ls.set_defaults(func=_with_store(cmd_list))
+    ls.set_defaults(func=with_store(cmd_list))
 
     sh = msub.add_parser("show", help="everything known about one message")
-    _config_option(sh)
+    config_option(sh)
     sh.add_argument("id", metavar="ID", help="our message id or the MsgId")
     sh.add_argument("--json", action="store_true")
     sh.add_argument("--raw", action="store_true", help="print the stored original bytes (audited)")
     sh.add_argument("--show-patient", action="store_true", help="show name and national id (audited)")
-    sh.set_defaults(func=_with_store(cmd_show))
+    sh.set_defaults(func=with_store(cmd_show))
 
     rp = msub.add_parser("replay", help="process messages again from their stored originals")
-    _config_option(rp)
+    config_option(rp)
     rp.add_argument("ids", nargs="*", metavar="ID", help="our message ids or MsgIds")
     _filters(rp)
     rp.add_argument(
@@ -375,7 +377,7 @@ def add_commands(sub: Any) -> None:
                     help="replay a done or duplicate message: delivers it once more (never a second AppRec)")  # fmt: skip
     rp.add_argument("--reason", default="", help="why (for the history and the audit trail)")
     rp.add_argument("--json", action="store_true")
-    rp.set_defaults(func=_with_store(cmd_replay))
+    rp.set_defaults(func=with_store(cmd_replay))
 
     for name, helptext, func, reason_required in (
         ("hold", "stop a message where it is until released", cmd_hold, True),
@@ -383,32 +385,32 @@ def add_commands(sub: Any) -> None:
         ("discard", "give a message up: nothing more is delivered for it", cmd_discard, True),
     ):
         p = msub.add_parser(name, help=helptext)
-        _config_option(p)
+        config_option(p)
         p.add_argument("id", metavar="ID", help="our message id or the MsgId")
         p.add_argument(
             "--reason", required=reason_required, default="", help="why (for the history and the audit)"
         )
         if name == "discard":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        p.set_defaults(func=_with_store(func))
+        p.set_defaults(func=with_store(func))
 
     a = sub.add_parser("audit", help="what operators did: state changes, patient data shown, pruning")
-    _config_option(a)
+    config_option(a)
     a.add_argument("--since", type=parse_time, metavar="T")
     a.add_argument("--limit", type=int, default=None, metavar="N")
     a.add_argument("--json", action="store_true")
-    a.set_defaults(func=_with_store(cmd_audit))
+    a.set_defaults(func=with_store(cmd_audit))
 
     s = sub.add_parser(
         "status", help="counts, oldest unfinished, deliveries waiting; exit 1 if an operator is needed"
     )
-    _config_option(s)
+    config_option(s)
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=_with_store(cmd_status))
+    s.set_defaults(func=with_store(cmd_status))
 
     pr = sub.add_parser(
         "prune", help="delete originals and old history as [retention] says, and free the disk"
     )
-    _config_option(pr)
+    config_option(pr)
     pr.add_argument("--dry-run", action="store_true")
-    pr.set_defaults(func=_with_store(cmd_prune))
+    pr.set_defaults(func=with_store(cmd_prune))

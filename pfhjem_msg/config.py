@@ -83,6 +83,14 @@ class RetentionSettings:
     """Delete finished messages' rows, events and deliveries after this many days (None: keep)."""
 
 
+@dataclass(frozen=True)
+class FollowupSettings:
+    closing_reminder_days: int = 14
+    """The second reminder goes this many days before a window closes."""
+    sweep_minutes: float = 10.0
+    """How often the daemon looks for reminders that are due."""
+
+
 @dataclass
 class Settings:
     path: Path
@@ -100,6 +108,7 @@ class Settings:
     workers: int = 1
     """Processes that read and decide messages (1: the daemon's own process)."""
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    followups: FollowupSettings = field(default_factory=FollowupSettings)
     metrics_address: tuple[str, int] | None = None
     """Where the Prometheus endpoint listens (host, port); None: off."""
     metrics_refresh_seconds: float = 15.0
@@ -253,6 +262,11 @@ def load(path: Path) -> Settings:
     settings.sweep_seconds = _number(daemon, "sweep_seconds", 2.0, problems, "daemon")
     settings.workers = _int(daemon, "workers", default_workers(), problems, "daemon")
     settings.retention = _retention(raw.get("retention", {}), problems)
+    followups = raw.get("followups", {}) if isinstance(raw.get("followups", {}), dict) else {}
+    settings.followups = FollowupSettings(
+        closing_reminder_days=_int(followups, "closing_reminder_days", 14, problems, "followups"),
+        sweep_minutes=_number(followups, "sweep_minutes", 10.0, problems, "followups"),
+    )
     settings.metrics_address = _metrics(raw.get("metrics", {}), problems)
     metrics_section = raw.get("metrics", {}) if isinstance(raw.get("metrics", {}), dict) else {}
     settings.metrics_refresh_seconds = _number(metrics_section, "refresh_seconds", 15.0, problems, "metrics")

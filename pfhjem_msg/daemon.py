@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
+from pfhjem_msg.followups import local_date
 from pfhjem_msg.intake.smtp import StoringHandler, start_server
 from pfhjem_msg.intake.spool import Spool
 from pfhjem_msg.logs import get_logger
@@ -65,6 +66,9 @@ class Daemon:
     def refresh_metrics(self) -> None:
         now = self.clock()
         metrics.update_status(self.store.status_facts(now, now - APPREC_DEADLINE), now.timestamp())
+        for municipality, counts in self.store.followup_counts(local_date(now)).items():
+            for condition, value in counts.items():
+                metrics.followups.labels(municipality, condition).set(value)
 
     def prune(self) -> None:
         """The retention sweep: what ``pfhjem-msg prune`` does, on the daemon's timer."""
@@ -98,6 +102,9 @@ class Daemon:
     def run_once(self) -> int:
         while self.round():
             pass
+        if self.pipeline.sweep_followups():
+            while self.round():
+                pass
         counts = self.store.counts()
         log.info("daemon.once_done", **{f"state_{k}": v for k, v in counts.items()})
         self.pipeline.close()
@@ -120,6 +127,9 @@ class Daemon:
         )
         scheduler.add_job(self._guarded(self.prune), "interval", hours=6, id="retention",
                           next_run_time=self.clock() + timedelta(minutes=1))  # fmt: skip
+        scheduler.add_job(self._guarded(self.pipeline.sweep_followups), "interval",
+                          minutes=max(0.01, self.settings.followups.sweep_minutes), id="followups",
+                          next_run_time=self.clock())  # fmt: skip
         metrics_server = None
         if self.settings.metrics_address:
             metrics_server = metrics.serve(self.settings.metrics_address)

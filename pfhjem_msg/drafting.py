@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from pfhjem_msg.config import Municipality, Settings
 from pfhjem_msg.decision import MessageDecision, decide
+from pfhjem_msg.followups import FollowupFacts
 from pfhjem_msg.gpregistry import GPRegistry
 from pfhjem_msg.kith import gpcopy
 from pfhjem_msg.kith.model import AppRecPayload
@@ -121,7 +122,10 @@ class Drafter:
         notes = f" ({'; '.join(routing.notes)})" if routing.notes else ""
         routed = Transition("routed", f"{routing.reason}: {summary or 'no recipients'}{notes}")
         steps = [parsed, classified, routed]
-        return Draft(replace(change, steps=steps, deliveries=deliveries), parsed, duplicate_key)
+        plan = followup_facts(result)
+        return Draft(
+            replace(change, steps=steps, deliveries=deliveries, followup=plan), parsed, duplicate_key
+        )
 
     def _unreadable(self, verdict: Verdict, result: MessageDecision, change: Change) -> Change:
         codes = ", ".join(i.code for i in verdict.issues if i.severity == "error")[:200]
@@ -160,6 +164,30 @@ class Drafter:
                     DeliverySpec("gp_copy", "hub", f"gpcopy-{message_id}-{out_id}.xml", xml, r.her_id, out_id)
                 )
         return out
+
+
+def followup_facts(result: MessageDecision) -> FollowupFacts | None:
+    """What a routed message means for the follow-up plan: only marked messages count."""
+    msg, facts, municipality = result.verdict.message, result.facts, result.routing.municipality
+    if msg is None or facts is None or not facts.detection.marked or municipality is None:
+        return None
+    ident = msg.patient.national_id if msg.patient else None
+    point = int(facts.contact_point.value)  # type: ignore[call-overload]
+    anchor, kind = None, None
+    if facts.followups:
+        kind = facts.followups[0].anchor
+        if kind == "diagnosis" and facts.diagnosis is not None:
+            anchor = facts.diagnosis.value
+        elif msg.gen_datetime is not None:
+            anchor = msg.gen_datetime.date()
+    return FollowupFacts(
+        municipality=municipality.name,
+        patient_id=ident.id.strip() if ident else None,
+        contact_point=point,
+        anchor=anchor if isinstance(anchor, date) else None,
+        anchor_kind=kind,
+        windows=tuple((w.point, w.start, w.end) for w in facts.followups),
+    )
 
 
 def _apprec_delivery(result: MessageDecision, message_id: int) -> list[DeliverySpec]:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.followups import local_date
 from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.store.base import DeliveryInfo, Event, MessageFilter, MessageRow, OperatorStore, StatusFacts
@@ -303,6 +304,8 @@ class Status:
     facts: StatusFacts
     now: datetime
     problems: list[str]
+    followups: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per municipality: open (window ahead), due (window open), overdue (window passed)."""
 
     def as_dict(self) -> dict[str, Any]:
         f = self.facts
@@ -321,6 +324,7 @@ class Status:
             "deliveries_waiting": f.deliveries_waiting,
             "oldest_delivery_waiting_seconds": waiting_age,
             "gp_copies_without_apprec_96h": f.receipts_overdue,
+            "followups": self.followups,
             "needs_operator": bool(self.problems),
             "problems": self.problems,
         }
@@ -343,7 +347,7 @@ def status(store: OperatorStore, now: datetime) -> Status:
         )
     if facts.receipts_overdue:
         problems.append(f"{facts.receipts_overdue} GP copy(ies) without an AppRec after 96 hours")
-    return Status(facts, now, problems)
+    return Status(facts, now, problems, store.followup_counts(local_date(now)))
 
 
 def age(delta: timedelta) -> str:

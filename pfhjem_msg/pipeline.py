@@ -20,10 +20,21 @@ from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
 from pfhjem_msg.drafting import Crash, Draft
 from pfhjem_msg.errors import PermanentDeliveryError, TransientDeliveryError
+from pfhjem_msg.followups import Followup, Phase, due_phase, local_date, reminder_text
+from pfhjem_msg.kith import gpcopy
 from pfhjem_msg.kith.apprec import apprec_status
+from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.retry import RetryPolicy
-from pfhjem_msg.store.base import Change, DeliveryRow, Facts, Receipt, Store, Transition
+from pfhjem_msg.store.base import (
+    Change,
+    DeliveryRow,
+    DeliverySpec,
+    Facts,
+    OperatorStore,
+    Receipt,
+    Transition,
+)
 from pfhjem_msg.transport import dir as dir_transport
 from pfhjem_msg.transport import smtp as smtp_transport
 from pfhjem_msg.workers import DraftPool
@@ -37,7 +48,7 @@ log = get_logger("pfhjem_msg.pipeline")
 class Pipeline:
     def __init__(
         self,
-        store: Store,
+        store: OperatorStore,
         settings: Settings,
         clock: Callable[[], datetime],
         policy: RetryPolicy | None = None,
@@ -241,6 +252,48 @@ class Pipeline:
         else:
             log.warning("delivery.retry", delivery_id=d.id, message_id=d.message_id, kind=d.kind,
                         attempt=d.attempts + 1)  # fmt: skip
+
+    # -- follow-ups --------------------------------------------------------------------------
+
+    def sweep_followups(self) -> int:
+        """Queue the follow-up reminders that are due today (Norwegian date). Each reminder is
+        queued once; after downtime only the one due now goes, so nothing is sent per missed
+        tick. Returns how many were queued."""
+        store = self.store
+        now = self.clock()
+        today = local_date(now)
+        queued = 0
+        for f in store.open_followups(until=today):
+            phase = due_phase(f, today, self.settings.followups.closing_reminder_days)
+            if phase is None:
+                continue
+            spec = self._reminder(f, phase, now)
+            if spec is None:
+                continue
+            if store.add_reminder(f.id, phase, spec, now):
+                queued += 1
+                log.info("followup.reminder", followup_id=f.id, point=f.point, phase=phase,
+                         message_id=f.source_message_id)  # fmt: skip
+        return queued
+
+    def _reminder(self, f: Followup, phase: Phase, now: datetime) -> DeliverySpec | None:
+        m = next((m for m in self.settings.municipalities if m.name == f.municipality), None)
+        if m is None:
+            log.error("followup.no_municipality", followup_id=f.id, municipality_configured=False)
+            return None
+        to = m.kreftkoordinator or m.case_unit
+        kind = f"followup:{f.id}:{phase}"
+        name = f"reminder-{f.id}-sp{f.point}-{phase}"
+        text = reminder_text(f, phase, "pfhjem-msg")
+        if to.transport != "hub":
+            return DeliverySpec(kind, to.describe(), f"{name}.txt", text.encode("utf-8"), to.her_id)
+        raw = self.store.raw(f.source_message_id)
+        original = examine(raw, f"message {f.source_message_id}", self.drafts.options()).message
+        sender = gpcopy.Party(m.name, m.her_ids[0], m.case_unit.name, m.case_unit.her_id)
+        receiver = gpcopy.Unit(m.name, m.her_ids[0], to.name, to.her_id)
+        out_id, xml = gpcopy.build_dialog(sender, receiver, original.patient if original else None, text, now,
+                                          signing=self.settings.kith.signing)  # fmt: skip
+        return DeliverySpec(kind, "hub", f"{name}-{out_id}.xml", xml, to.her_id, out_id)
 
     def flag_overdue_receipts(self) -> int:
         """GP copies with no AppRec after 96 hours: an event each, once, for an operator."""

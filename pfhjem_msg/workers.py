@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pfhjem_msg.config import Settings, load
 from pfhjem_msg.drafting import Crash, Draft, Drafter
+from pfhjem_msg.kith.verdict import Options
 from pfhjem_msg.logs import get_logger
 
 log = get_logger("pfhjem_msg.workers")
@@ -70,6 +71,7 @@ class DraftPool:
         self.workers = max(1, workers)
         self.local = Drafter(settings) if self.workers == 1 else None
         self._pool: ProcessPoolExecutor | None = None
+        self._options: Options | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -80,6 +82,12 @@ class DraftPool:
                 initargs=(str(self.settings.path.resolve()), os.getpid()),
             )
         return self._pool
+
+    def options(self) -> Options:
+        """Reading options for the daemon's own occasional reads (schemas compiled once)."""
+        if self._options is None:
+            self._options = self.local.options if self.local is not None else Drafter(self.settings).options
+        return self._options
 
     def ready(self) -> None:
         """Start the workers and wait until they can draft. The pipeline calls this before it

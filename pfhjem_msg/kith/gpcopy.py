@@ -1,6 +1,7 @@
-"""The copy to the patient's GP: a new MsgHead + Dialogmelding 1.1 (Helsefaglig dialog) from
-the municipality to the GP office, with the GP as HealthcareProfessional, the topic «Pakkeforløp
-hjem for pasienter med kreft», the original's text, and its PDF, JPEG and PNG attachments."""
+"""Dialogmeldinger we write: the copy to the patient's GP (a new MsgHead + Dialogmelding 1.1,
+Helsefaglig dialog, from the municipality to the GP office with the GP as HealthcareProfessional,
+the topic «Pakkeforløp hjem for pasienter med kreft», the original's text and its PDF, JPEG and
+PNG attachments), and the same kind of message for follow-up reminders to a municipal unit."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from pfhjem_msg.kith.model import DialogPayload, EpikrisePayload, Message
+from pfhjem_msg.kith.model import DialogPayload, EpikrisePayload, Message, Patient
 from pfhjem_msg.kith.parse import local
 from pfhjem_msg.kith.signature import SigningKey, sign
 
@@ -90,6 +91,16 @@ def carried_attachments(original_root: etree._Element | None) -> list[etree._Ele
     return out
 
 
+@dataclass(frozen=True)
+class Unit:
+    """A receiving organisation and, under it, the unit (service) the message is for."""
+
+    organisation: str
+    organisation_her: str
+    unit: str | None
+    unit_her: str | None
+
+
 def build(
     msg: Message,
     sender: Party,
@@ -100,6 +111,25 @@ def build(
     msg_id: str | None = None,
 ) -> tuple[str, bytes]:
     """(MsgId, XML bytes) of the GP copy."""
+    sent = msg.msg_type.value if msg.msg_type else "melding"
+    origin = msg.sender.organisation_name if msg.sender and msg.sender.organisation_name else "sykehuset"
+    header = f"Videresendt fra {sender.organisation}: {sent} fra {origin} (MsgId {msg.msg_id}).\n\n"
+    return build_dialog(sender, gp, msg.patient, header + original_text(msg), now,
+                        carried_attachments(original_root), signing, msg_id)  # fmt: skip
+
+
+def build_dialog(
+    sender: Party,
+    receiver: GPAddress | Unit,
+    patient: Patient | None,
+    text: str,
+    now: datetime,
+    attachments: list[etree._Element] | tuple[()] = (),
+    signing: SigningKey | None = None,
+    msg_id: str | None = None,
+) -> tuple[str, bytes]:
+    """(MsgId, XML bytes) of a MsgHead + Dialogmelding 1.1 «Helsefaglig dialog» on the topic
+    «Pakkeforløp hjem for pasienter med kreft»: the GP copy, and follow-up reminders."""
     msg_id = msg_id or str(uuid.uuid4())
     root = etree.Element(f"{{{MH}}}MsgHead", nsmap={None: MH})
     info = _el(root, "MsgInfo")
@@ -114,33 +144,42 @@ def build(
         sub = _el(org, "Organisation")
         _el(sub, "OrganisationName", sender.unit)
         _ident(sub, sender.unit_her, S9051)
-    office = _el(_el(info, "Receiver"), "Organisation")
-    _el(office, "OrganisationName", gp.office)
-    _ident(office, gp.office_her, S9051)
-    hcp = _el(office, "HealthcareProfessional")
-    _el(hcp, "RoleToPatient", V="6", S="2.16.578.1.12.4.1.1.9034", DN="Fastlege")
-    given, _, family = gp.gp_name.rpartition(" ")
-    _el(hcp, "FamilyName", family or gp.gp_name)
-    if given:
-        _el(hcp, "GivenName", given)
-    _ident(hcp, gp.gp_her, S8116)
-    p = msg.patient
+    if isinstance(receiver, GPAddress):
+        office = _el(_el(info, "Receiver"), "Organisation")
+        _el(office, "OrganisationName", receiver.office)
+        _ident(office, receiver.office_her, S9051)
+        hcp = _el(office, "HealthcareProfessional")
+        _el(hcp, "RoleToPatient", V="6", S="2.16.578.1.12.4.1.1.9034", DN="Fastlege")
+        given, _, family = receiver.gp_name.rpartition(" ")
+        _el(hcp, "FamilyName", family or receiver.gp_name)
+        if given:
+            _el(hcp, "GivenName", given)
+        _ident(hcp, receiver.gp_her, S8116)
+    else:
+        org = _el(_el(info, "Receiver"), "Organisation")
+        _el(org, "OrganisationName", receiver.organisation)
+        _ident(org, receiver.organisation_her, S9051)
+        if receiver.unit_her:
+            sub = _el(org, "Organisation")
+            _el(sub, "OrganisationName", receiver.unit or receiver.organisation)
+            _ident(sub, receiver.unit_her, S9051)
+    p = patient
     if p is not None:
-        patient = _el(info, "Patient")
+        node_patient = _el(info, "Patient")
         for tag, value in (
             ("FamilyName", p.family_name),
             ("MiddleName", p.middle_name),
             ("GivenName", p.given_name),
         ):
             if value:
-                _el(patient, tag, value)
+                _el(node_patient, tag, value)
         if p.birth_date and len(p.birth_date) == 10:
-            _el(patient, "DateOfBirth", p.birth_date)
+            _el(node_patient, "DateOfBirth", p.birth_date)
         if p.sex:
-            _el(patient, "Sex", V=p.sex)
+            _el(node_patient, "Sex", V=p.sex)
         for ident in p.idents:
             if ident.type in ("FNR", "DNR", "HNR", "FHN", "DUF"):
-                node = _el(patient, "Ident")
+                node = _el(node_patient, "Ident")
                 _el(node, "Id", ident.id)
                 _el(node, "TypeId", V=ident.type, S=S8116)
     refdoc = _el(_el(root, "Document"), "RefDoc")
@@ -151,12 +190,9 @@ def build(
     note = _el(dialog, "Notat", ns=DIALOG)
     _el(note, "TemaKodet", ns=DIALOG, V="6", S="2.16.578.1.12.4.1.1.7322", DN="Henvendelse om pasient")
     _el(note, "Tema", TOPIC, ns=DIALOG)
-    sent = msg.msg_type.value if msg.msg_type else "melding"
-    origin = msg.sender.organisation_name if msg.sender and msg.sender.organisation_name else "sykehuset"
-    header = f"Videresendt fra {sender.organisation}: {sent} fra {origin} (MsgId {msg.msg_id}).\n\n"
-    _el(note, "TekstNotatInnhold", header + original_text(msg), ns=DIALOG)
+    _el(note, "TekstNotatInnhold", text, ns=DIALOG)
     _el(note, "DatoNotat", now.date().isoformat(), ns=DIALOG)
-    for attachment in carried_attachments(original_root):
+    for attachment in attachments:
         doc = _el(root, "Document")
         _el(doc, "DocumentConnection", V="V", DN="Vedlegg")
         ref = _el(doc, "RefDoc")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal, Protocol
+
+from pfhjem_msg.followups import Followup, FollowupFacts, FollowupFilter, Phase
 
 State = Literal[
     "received", "parsed", "classified", "routed", "delivered",
@@ -17,7 +19,8 @@ State = Literal[
 ]  # fmt: skip
 FINAL_STATES: frozenset[str] = frozenset({"done", "rejected", "duplicate", "failed", "discarded"})
 WAITING_STATES: frozenset[str] = frozenset({"held"})
-DeliveryKind = Literal["apprec", "case_unit", "default", "gp_copy"]
+DeliveryKind = str
+"""``apprec``, ``case_unit``, ``default``, ``gp_copy``, or ``followup:<id>:<phase>`` (a reminder)."""
 DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
 
 
@@ -139,6 +142,8 @@ class Change:
     """The final state once every delivery is done (``rejected`` after a negative AppRec)."""
     facts: Facts | None = None
     receipt: Receipt | None = None
+    followup: FollowupFacts | None = None
+    """For a routed, marked message: plan an episode (SP1) or close a follow-up (SP2/SP3)."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +286,33 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-class OperatorStore(Store, Protocol):
+class FollowupStore(Protocol):
+    """The follow-up plan in the store."""
+
+    def followups(self, f: FollowupFilter, today: date) -> list[Followup]: ...
+
+    def followup(self, followup_id: int) -> Followup | None: ...
+
+    def followups_for_message(self, message_id: int) -> list[Followup]: ...
+
+    def open_followups(self, until: date) -> list[Followup]:
+        """Open follow-ups whose window starts on or before ``until`` (candidates for a reminder)."""
+
+    def add_reminder(self, followup_id: int, phase: Phase, spec: DeliverySpec, now: datetime) -> bool:
+        """Queue the reminder as a delivery of the source message and note it on the
+        follow-up, once: False if that reminder (or a later one) was queued before."""
+
+    def close_followup(
+        self, followup_id: int, status: str, actor: str, note: str, now: datetime, whole_episode: bool = False
+    ) -> list[int]:
+        """``done`` or ``cancelled`` by an operator, with an event on the source message and an
+        audit entry; ``whole_episode``: every open follow-up of its episode. Returns the ids."""  # fmt: skip
+
+    def followup_counts(self, today: date) -> dict[str, dict[str, int]]:
+        """Per municipality: open, due and overdue follow-ups."""
+
+
+class OperatorStore(Store, FollowupStore, Protocol):
     """What the operator commands need beyond the daemon's own use of the store."""
 
     def list_messages(self, f: MessageFilter) -> list[MessageRow]: ...

@@ -22,12 +22,13 @@ from pfhjem_msg.store.base import (
     Transition,
 )
 from pfhjem_msg.store.sqlite_base import delivery_row, message_row, ts
+from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
 
 PROCESSING_STATES = ("received", "parsed", "classified")
 
 
-class SqliteStore(OperatorQueries):
+class SqliteStore(OperatorQueries, FollowupQueries):
     # -- intake ------------------------------------------------------------------------------
 
     def accept(self, raw: bytes, source: str, now: datetime) -> Accepted:
@@ -176,6 +177,8 @@ class SqliteStore(OperatorQueries):
                 (f.msg_id, f.msg_type, f.sender_her, f.receiver_her,
                  None if f.marked is None else int(f.marked), c.message_id),
             )  # fmt: skip
+        if c.followup is not None and state == "routed":
+            self._plan(db, c.message_id, c.followup, now)
         reason = c.steps[-1].reason if c.steps else None
         db.execute(
             "UPDATE messages SET state=?, state_reason=?, attempts=0, next_attempt_at=NULL, updated_at=?, "

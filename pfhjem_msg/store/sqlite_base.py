@@ -106,6 +106,34 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit(at);
     """,
+    # 4: the follow-up plan: episodes (one per SP1 message that starts one) and their SP2/SP3
+    """
+    CREATE TABLE episodes (
+        id INTEGER PRIMARY KEY,
+        patient_id TEXT,
+        municipality TEXT NOT NULL,
+        anchor TEXT NOT NULL,
+        anchor_kind TEXT NOT NULL,
+        source_message_id INTEGER NOT NULL UNIQUE REFERENCES messages(id),
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX episodes_patient ON episodes(patient_id, anchor);
+    CREATE TABLE followups (
+        id INTEGER PRIMARY KEY,
+        episode_id INTEGER NOT NULL REFERENCES episodes(id),
+        point INTEGER NOT NULL,
+        window_start TEXT NOT NULL,
+        window_end TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open',
+        opened_reminder_at TEXT,
+        closing_reminder_at TEXT,
+        closed_at TEXT,
+        closed_by TEXT,
+        note TEXT,
+        UNIQUE (episode_id, point)
+    );
+    CREATE INDEX followups_status ON followups(status, window_start);
+    """,
 ]
 
 

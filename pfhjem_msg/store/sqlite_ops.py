@@ -28,6 +28,8 @@ from pfhjem_msg.store.sqlite_base import SqliteBase, delivery_row, message_row, 
 UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered", "held")
 PRUNABLE_STATES = ("done", "rejected", "duplicate", "discarded")
 """Final states whose originals retention may delete; ``failed`` waits for an operator."""
+FOLLOWED_UP = "SELECT e.source_message_id FROM episodes e JOIN followups f ON f.episode_id = e.id WHERE f.status = 'open'"
+"""Messages an open follow-up still needs: the case unit finds the patient through them."""
 
 
 class OperatorQueries(SqliteBase):
@@ -259,13 +261,15 @@ class OperatorQueries(SqliteBase):
 
         def work(db: sqlite3.Connection) -> tuple[int, int]:
             ids = [r[0] for r in db.execute(
-                f"SELECT id FROM messages WHERE state IN ({states}) AND pruned_at IS NULL AND updated_at < ?",
+                f"SELECT id FROM messages WHERE state IN ({states}) AND pruned_at IS NULL AND updated_at < ? "
+                f"AND id NOT IN ({FOLLOWED_UP})",
                 (ts(payload_before),),
             )]  # fmt: skip
             old: list[int] = []
             if metadata_before is not None:
                 old = [r[0] for r in db.execute(
-                    f"SELECT id FROM messages WHERE state IN ({states}) AND updated_at < ?",
+                    f"SELECT id FROM messages WHERE state IN ({states}) AND updated_at < ? "
+                    f"AND id NOT IN ({FOLLOWED_UP})",
                     (ts(metadata_before),),
                 )]  # fmt: skip
             if dry_run:
@@ -282,6 +286,9 @@ class OperatorQueries(SqliteBase):
             for chunk in _chunks(old):
                 marks = ",".join("?" * len(chunk))
                 db.execute(f"UPDATE messages SET replay_of=NULL WHERE replay_of IN ({marks})", chunk)
+                db.execute(f"DELETE FROM followups WHERE episode_id IN (SELECT id FROM episodes "
+                           f"WHERE source_message_id IN ({marks}))", chunk)  # fmt: skip
+                db.execute(f"DELETE FROM episodes WHERE source_message_id IN ({marks})", chunk)
                 db.execute(f"DELETE FROM events WHERE message_id IN ({marks})", chunk)
                 db.execute(f"DELETE FROM deliveries WHERE message_id IN ({marks})", chunk)
                 db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)

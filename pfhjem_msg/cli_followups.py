@@ -1,0 +1,188 @@
+"""``pfhjem-msg followups list|show|done|cancel|export``: the municipality's SP2 and SP3
+follow-ups. Patient data only with ``--show-patient``, which is audited."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pfhjem_msg import cli_ops, ops
+from pfhjem_msg.cli_ops import config_option, settings_of, with_store
+from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.followups import Followup, FollowupFilter, ics, local_date
+from pfhjem_msg.store import OperatorStore
+
+
+def _today() -> Any:
+    return local_date(cli_ops.now())
+
+
+def _dict(f: Followup, store: OperatorStore, show_patient: bool) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "id": f.id,
+        "episode": f.episode_id,
+        "municipality": f.municipality,
+        "point": f.point,
+        "window_start": f.window_start.isoformat(),
+        "window_end": f.window_end.isoformat(),
+        "anchor": f.anchor.isoformat(),
+        "anchor_kind": f.anchor_kind,
+        "status": f.status,
+        "condition": f.condition(_today()),
+        "message_id": f.source_message_id,
+        "msg_id": f.source_msg_id,
+        "received_at": f.received_at.isoformat(),
+        "opened_reminder_at": f.opened_reminder_at.isoformat() if f.opened_reminder_at else None,
+        "closing_reminder_at": f.closing_reminder_at.isoformat() if f.closing_reminder_at else None,
+        "closed_at": f.closed_at.isoformat() if f.closed_at else None,
+        "closed_by": f.closed_by,
+        "note": f.note,
+    }
+    if show_patient:
+        row = store.message(f.source_message_id)
+        d["patient"] = ops.patient_of(store, row) if row else None
+    return d
+
+
+def _find(store: OperatorStore, ident: str) -> Followup:
+    f = store.followup(int(ident)) if ident.isdigit() else None
+    if f is None:
+        raise OperatorRefused(f"there is no follow-up {ident!r}: list them with `pfhjem-msg followups list`")
+    return f
+
+
+def _audit_patient(store: OperatorStore, what: str, count: int) -> None:
+    store.audit(
+        ops.operator(), "show patient", None, f"{what} --show-patient: {count} follow-up(s)", cli_ops.now()
+    )
+
+
+def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
+    items = store.followups(
+        FollowupFilter(args.municipality, args.due, args.overdue, include_closed=args.all), _today()
+    )
+    rows = [_dict(f, store, args.show_patient) for f in items]
+    if args.show_patient:
+        _audit_patient(store, "followups list", len(rows))
+    if args.json:
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    print(f"{'ID':>6}  SP  {'WINDOW':<23}  {'CONDITION':<9}  {'MUNICIPALITY':<20}  {'MESSAGE':>7}  REMINDERS")
+    for r in rows:
+        reminders = (
+            ",".join(k.split("_")[0] for k in ("opened_reminder_at", "closing_reminder_at") if r[k]) or "-"
+        )
+        print(f"{r['id']:>6}  {r['point']:>2}  {r['window_start']} – {r['window_end']}  {r['condition']:<9}  "
+              f"{r['municipality'][:20]:<20}  {r['message_id']:>7}  {reminders}")  # fmt: skip
+        if args.show_patient and r.get("patient"):
+            print(
+                f"{'':>6}  patient: {r['patient'].get('name') or '-'}, {r['patient'].get('national_id') or '-'}"
+            )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
+    f = _find(store, args.id)
+    data = _dict(f, store, args.show_patient)
+    if args.show_patient:
+        _audit_patient(store, f"followups show {f.id}", 1)
+    reminders = [
+        {"kind": d.kind, "status": d.status, "destination": d.destination, "attempts": d.attempts,
+         "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None, "last_error": d.last_error}
+        for d in store.delivery_info(f.source_message_id)
+        if d.kind.startswith(f"followup:{f.id}:")
+    ]  # fmt: skip
+    data["reminders"] = reminders
+    if args.json:
+        json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    print(f"follow-up {f.id}: samhandlingspunkt {f.point}, {data['condition']} ({f.municipality})")
+    print(f"  window     {f.window_start} – {f.window_end}, from the {f.anchor_kind} date {f.anchor}")
+    print(
+        f"  message    {f.source_message_id} (MsgId {f.source_msg_id or '-'}, received {f.received_at.date()})"
+    )
+    if data.get("patient"):
+        print(
+            f"  patient    {data['patient'].get('name') or '-'}, {data['patient'].get('national_id') or '-'}"
+        )
+    for r in reminders:
+        phase = str(r["kind"]).rsplit(":", 1)[1]
+        error = f" ({r['last_error']})" if r["last_error"] else ""
+        print(f"  reminder   {phase}: {r['status']} to {r['destination']}{error}")
+    if f.closed_at:
+        print(f"  closed     {f.closed_at.isoformat(timespec='seconds')} by {f.closed_by}: {f.note}")
+    return 0
+
+
+def cmd_close(args: argparse.Namespace, store: OperatorStore) -> int:
+    f = _find(store, args.id)
+    status = "done" if args.followups_command == "done" else "cancelled"
+    text = (args.note if status == "done" else args.reason).strip()
+    if not text:
+        raise OperatorRefused(f"say why with {'--note' if status == 'done' else '--reason'}")
+    ids = store.close_followup(
+        f.id, status, ops.operator(), text, cli_ops.now(), getattr(args, "episode", False)
+    )
+    print(
+        f"follow-up{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}: {status}; no further reminders"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, store: OperatorStore) -> int:
+    settings = settings_of(args)
+    units = {
+        m.name: f"{m.case_unit.name} (HER-id {m.case_unit.her_id or '-'})" for m in settings.municipalities
+    }
+    items = store.followups(FollowupFilter(args.municipality), _today())
+    Path(args.ics).write_text(ics(items, cli_ops.now(), units), encoding="utf-8", newline="")
+    print(f"{args.ics}: {len(items)} open follow-up window(s)")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    fu = sub.add_parser("followups", help="the SP2 and SP3 follow-ups of the pathway")
+    fsub = fu.add_subparsers(dest="followups_command", required=True, metavar="SUBCOMMAND")
+
+    ls = fsub.add_parser("list", help="open follow-ups, by window")
+    config_option(ls)
+    ls.add_argument("--due", action="store_true", help="window open today")
+    ls.add_argument("--overdue", action="store_true", help="window closed, follow-up still open")
+    ls.add_argument(
+        "--municipality", metavar="M", help="only this municipality (its name in the configuration)"
+    )
+    ls.add_argument("--all", action="store_true", help="done and cancelled ones too")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--show-patient", action="store_true", help="name and national id (audited)")
+    ls.set_defaults(func=with_store(cmd_list))
+
+    sh = fsub.add_parser("show", help="one follow-up: window, message, reminders, closing")
+    config_option(sh)
+    sh.add_argument("id", metavar="ID")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--show-patient", action="store_true", help="name and national id (audited)")
+    sh.set_defaults(func=with_store(cmd_show))
+
+    done = fsub.add_parser("done", help="the talk took place")
+    config_option(done)
+    done.add_argument("id", metavar="ID")
+    done.add_argument("--note", required=True, help="what was done (no patient data needed)")
+    done.set_defaults(func=with_store(cmd_close))
+
+    cancel = fsub.add_parser("cancel", help="no talk will take place (the patient died, moved, declined)")
+    config_option(cancel)
+    cancel.add_argument("id", metavar="ID")
+    cancel.add_argument("--reason", required=True)
+    cancel.add_argument("--episode", action="store_true", help="cancel every open follow-up of its episode")
+    cancel.set_defaults(func=with_store(cmd_close))
+
+    ex = fsub.add_parser("export", help="an iCalendar file of the open windows, for a coordinator's calendar")
+    config_option(ex)
+    ex.add_argument("--ics", required=True, metavar="FILE")
+    ex.add_argument("--municipality", metavar="M")
+    ex.set_defaults(func=with_store(cmd_export))
