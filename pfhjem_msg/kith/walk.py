@@ -26,8 +26,9 @@ def _kids(el: etree._Element) -> dict[str, list[etree._Element]]:
     """Children of ``el`` by local name, built once per element per read (see ``fresh_index``).
     Readers look up several children of each element; one pass over them is far cheaper than
     one lxml search per name."""
-    cache: dict[etree._Element, dict[str, list[etree._Element]]] | None = getattr(_local, "cache", None)
-    if cache is None:
+    try:
+        cache: dict[etree._Element, dict[str, list[etree._Element]]] = _local.cache
+    except AttributeError:
         cache = _local.cache = {}
     found = cache.get(el)
     if found is None:
@@ -35,7 +36,12 @@ def _kids(el: etree._Element) -> dict[str, list[etree._Element]]:
         for c in el:
             tag = c.tag
             if tag.__class__ is str:
-                found.setdefault(tag[tag.rfind("}") + 1 :], []).append(c)
+                name = tag[tag.rfind("}") + 1 :]
+                bucket = found.get(name)
+                if bucket is None:
+                    found[name] = [c]
+                else:
+                    bucket.append(c)
         cache[el] = found
     return found
 
