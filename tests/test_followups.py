@@ -288,3 +288,34 @@ def test_ics_folds_long_lines_on_character_boundaries() -> None:
         assert len(line) <= 75
         line.decode("utf-8")  # never split inside a character
     assert "æøå" * 30 in text.replace("\r\n ", "")
+
+
+def test_reminders_go_for_a_held_message_and_end_with_a_discarded_one(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = world.case_unit
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory")  # the case-unit copy fails: the message is failed, its plan stands
+    world.drop("a.xml", (SAMPLES / SEED).read_text(encoding="utf-8"))
+    world.drop(
+        "b.xml",
+        _message("5f0c0001-6b1d-4c8e-9a2f-7d3e1b0a0f07", "Diagnosedato: 01.10.2026.", fnr="13116900216"),
+    )
+    world.run()
+    assert [f["message_id"] for f in _followups(world, capsys)] == [1, 2, 1, 2]
+    assert world.cli(capsys, "messages", "discard", "2", "--reason", "wrong patient", "--yes")[0] == 0
+    assert [f["message_id"] for f in _followups(world, capsys)] == [1, 1]
+    blocker.unlink()
+    assert world.cli(capsys, "messages", "replay", "1")[0] == 0
+    world.run()
+    assert world.cli(capsys, "messages", "hold", "1", "--reason", "x")[0] == 2  # done: nothing to hold
+    store_path = world.tmp / "var" / "pfhjem-msg.sqlite3"
+    import sqlite3
+
+    con = sqlite3.connect(store_path)
+    con.execute("UPDATE messages SET state = 'held', state_reason = 'the GP copy was rejected' WHERE id = 1")
+    con.commit()
+    con.close()
+    world.clock.at("2026-12-12")
+    world.run()
+    assert world.reminders() == ["reminder-1-sp2-open.txt"]

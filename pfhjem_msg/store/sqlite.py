@@ -202,7 +202,8 @@ class SqliteStore(OperatorQueries, FollowupQueries):
         rows = self._read(
             "SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
-            "AND (m.state NOT IN ('discarded', 'held') OR (m.state = 'held' AND d.kind = 'apprec')) "
+            "AND (m.state NOT IN ('discarded', 'held') "
+            "OR (m.state = 'held' AND (d.kind = 'apprec' OR d.kind LIKE 'followup:%'))) "
             "ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (ts(now), limit),
         )

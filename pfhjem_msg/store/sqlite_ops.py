@@ -142,6 +142,11 @@ class OperatorQueries(SqliteBase):
                     "WHERE message_id=? AND status IN ('pending', 'failed')",
                     (f"cancelled by {actor}", message_id),
                 )
+                db.execute(  # a discarded message plans nothing: its follow-ups end with it
+                    "UPDATE followups SET status='cancelled', closed_at=?, closed_by=?, note=? WHERE status='open' "
+                    "AND episode_id IN (SELECT id FROM episodes WHERE source_message_id=?)",
+                    (ts(now), actor, f"the message was discarded: {reason}", message_id),
+                )
             due = ts(now) if target in ("received", "parsed", "classified") else None
             db.execute(
                 "UPDATE messages SET state=?, state_reason=?, held_from=?, redraft=?, attempts=0, "
