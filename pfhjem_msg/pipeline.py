@@ -218,7 +218,7 @@ class Pipeline:
             try:
                 if kind != "smtp":
                     raise PermanentDeliveryError(f"unknown transport {kind!r} for delivery {d.id}")
-                smtp_transport.send_sync(self.smtp, target, d.filename, d.payload, f"{d.kind} {d.filename}")
+                smtp_transport.send_sync(self.smtp, target, d.filename, d.payload, _subject(d))
             except (TransientDeliveryError, PermanentDeliveryError) as exc:
                 self._delivery_failed(d, exc)
             else:
@@ -303,3 +303,11 @@ class Pipeline:
             log.warning("receipt.overdue", delivery_id=d.id, message_id=d.message_id, out_msg_id=d.out_msg_id,
                         gp_her=d.her_id)  # fmt: skip
         return len(flagged)
+
+
+def _subject(d: DeliveryRow) -> str:
+    """Ids only: mail subjects pass through systems that are not for patient data."""
+    if d.kind.startswith("followup:"):
+        _, followup_id, phase = d.kind.split(":")
+        return f"Pakkeforløp hjem: påminnelse ({phase}), oppfølging {followup_id}"
+    return f"{d.kind} {d.filename}"

@@ -319,3 +319,43 @@ def test_reminders_go_for_a_held_message_and_end_with_a_discarded_one(
     world.clock.at("2026-12-12")
     world.run()
     assert world.reminders() == ["reminder-1-sp2-open.txt"]
+
+
+def test_reminder_by_smtp_reaches_a_real_server_as_a_plain_mail(tmp_path: Path) -> None:
+    from email import message_from_bytes, policy
+
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import free_port
+
+    received: list[bytes] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            received.append(envelope.original_content or envelope.content)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        world = World(tmp_path, extra=f'[smtp]\nhost = "127.0.0.1"\nport = {port}\n')
+        coordinator = 'kreftkoordinator = { name = "Kreftkoordinator", transport = "smtp", address = "kreft@fjordvik.example" }'
+        text = world.config.read_text(encoding="utf-8")
+        world.config.write_text(
+            text.replace(
+                'path = "var/case-units/fjordvik" }', 'path = "var/case-units/fjordvik" }\n' + coordinator, 1
+            )
+        )
+        world.drop("a.xml", (SAMPLES / SEED).read_text(encoding="utf-8"))
+        world.run()
+        world.clock.at("2026-12-12")
+        world.run()
+    finally:
+        controller.stop()
+    (mail_bytes,) = received
+    mail = message_from_bytes(mail_bytes, policy=policy.default)
+    assert mail["To"] == "kreft@fjordvik.example"
+    assert mail["Subject"] == "Pakkeforløp hjem: påminnelse (open), oppfølging 1"
+    body = mail.get_content()  # type: ignore[attr-defined]
+    assert "samhandlingspunkt 2" in body and SEED_MSGID in body and NATIONAL_ID not in body

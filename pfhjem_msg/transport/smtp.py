@@ -24,11 +24,15 @@ class SmtpSettings:
 
 
 def build_mail(settings: SmtpSettings, to: str, filename: str, data: bytes, subject: str) -> EmailMessage:
-    """The XML as an attachment; the subject carries ids only, never patient data."""
+    """A KITH message as an attachment; a text (a follow-up reminder) as the body. The subject
+    carries ids only, never patient data."""
     mail = EmailMessage()
     mail["From"] = settings.sender
     mail["To"] = to
     mail["Subject"] = subject
+    if filename.endswith(".txt"):
+        mail.set_content(data.decode("utf-8"))
+        return mail
     mail.set_content("KITH-melding vedlagt.\n")
     mail.add_attachment(data, maintype="application", subtype="xml", filename=filename)
     return mail
