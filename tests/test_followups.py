@@ -357,5 +357,5 @@ def test_reminder_by_smtp_reaches_a_real_server_as_a_plain_mail(tmp_path: Path) 
     mail = message_from_bytes(mail_bytes, policy=policy.default)
     assert mail["To"] == "kreft@fjordvik.example"
     assert mail["Subject"] == "Pakkeforløp hjem: påminnelse (open), oppfølging 1"
-    body = mail.get_content()  # type: ignore[attr-defined]
+    body = mail.get_content()
     assert "samhandlingspunkt 2" in body and SEED_MSGID in body and NATIONAL_ID not in body
