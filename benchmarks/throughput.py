@@ -2,7 +2,7 @@
 
 Writes N generated messages (about 4 KB each, half of them marked «Pakkeforløp hjem») into a
 fresh spool, runs ``pfhjem-msg run --once`` on them as a subprocess (every acceptance durable:
-SQLite with ``synchronous=FULL``, every delivered file fsynced), then reads the store for the
+SQLite ``synchronous=FULL`` for intake and delivery commits, every delivered file flushed), then reads the store for the
 latency from intake to the AppRec written. On the same files, in the same run, it times a bare
 lxml parse + XMLSchema.validate loop with the same compiled schemas. Prints JSON; ``ratio`` is
 end-to-end speed / bare-loop speed. End to end is the whole command, process start-up (and
@@ -173,7 +173,7 @@ def main() -> int:
         "ratio_end_to_end_to_bare": round(e2e_rate / bare_rate, 4),
         "disk_probe_fsynced_files_per_s": round(disk_files_per_s, 1),
         "floor_messages_per_s": args.floor,
-        "durable": "sqlite synchronous=FULL (WAL), files fsynced before rename, directory fsynced",
+        "durable": "intake and delivery commits fsynced (WAL, FULL); files flushed before rename, names flushed",
     }
     print(json.dumps(result, indent=2))
     return 0 if e2e_rate >= args.floor and apprecs == args.messages else 1

@@ -148,7 +148,7 @@ class Drafter:
         for r in result.routing.recipients:
             if r.role in ("case_unit", "default"):
                 name = f"{message_id}-{(msg.msg_id or 'unknown')[:64]}.{extension}"
-                out.append(DeliverySpec(r.role, r.transport, name, raw, r.her_id))
+                out.append(DeliverySpec(r.role, r.transport, name, b"", r.her_id, original=True))
             elif r.role == "gp" and r.her_id and r.office_her_id:
                 municipality = result.routing.municipality
                 assert municipality is not None

@@ -84,6 +84,8 @@ class DeliverySpec:
     her_id: str | None = None
     out_msg_id: str | None = None
     """The MsgId of what we send (AppRec Id or GP copy MsgId), for matching receipts."""
+    original: bool = False
+    """The payload is the message's stored original (a case-unit copy): stored once, not twice."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pfhjem_msg.store.base import (
     State,
     Transition,
 )
-from pfhjem_msg.store.sqlite_base import delivery_row, message_row, ts
+from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, delivery_row, message_row, ts
 from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
 
@@ -99,7 +99,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
                     out[message_id] = int(row[0])
             return out
 
-        return self._tx(work)
+        return self._tx(work, durable=False)
 
     def find_duplicate(self, message_id: int, msg_id: str, sender_her: str | None) -> int | None:
         rows = self._read(
@@ -118,7 +118,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
             for change in changes:
                 self._apply(db, change, now)
 
-        self._tx(work)
+        self._tx(work, durable=False)
 
     def _apply(self, db: sqlite3.Connection, c: Change, now: datetime) -> None:
         row = db.execute("SELECT state FROM messages WHERE id = ?", (c.message_id,)).fetchone()
@@ -139,7 +139,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
             conflict = (
                 "ON CONFLICT(message_id, kind) DO UPDATE SET destination=excluded.destination, "
                 "filename=excluded.filename, payload=excluded.payload, her_id=excluded.her_id, "
-                "out_msg_id=excluded.out_msg_id, status='pending', attempts=0, "
+                "out_msg_id=excluded.out_msg_id, original=excluded.original, status='pending', attempts=0, "
                 "next_attempt_at=excluded.next_attempt_at, created_at=excluded.created_at, receipt_status=NULL, receipt_errors=NULL, "
                 "receipt_at=NULL, receipt_overdue_at=NULL, delivered_at=NULL "
                 "WHERE deliveries.status != 'delivered' OR "
@@ -149,17 +149,18 @@ class SqliteStore(OperatorQueries, FollowupQueries):
             )
             db.execute(
                 "INSERT INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
-                "out_msg_id, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?) " + conflict,
+                "out_msg_id, next_attempt_at, created_at, original) VALUES (?,?,?,?,?,?,?,?,?,?) " + conflict,
                 (
                     c.message_id,
                     d.kind,
                     d.destination,
                     d.filename,
-                    d.payload,
+                    b"" if d.original else d.payload,
                     d.her_id,
                     d.out_msg_id,
                     ts(now),
                     ts(now),
+                    int(d.original),
                 ),
             )
         if redraft:
@@ -200,7 +201,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
 
     def due_deliveries(self, now: datetime, limit: int) -> list[DeliveryRow]:
         rows = self._read(
-            "SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id "
+            DELIVERY_SELECT + " "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
             "AND (m.state NOT IN ('discarded', 'held') "
             "OR (m.state = 'held' AND (d.kind = 'apprec' OR d.kind LIKE 'followup:%'))) "
@@ -210,7 +211,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
         return [delivery_row(r) for r in rows]
 
     def deliveries(self, message_id: int) -> list[DeliveryRow]:
-        rows = self._read("SELECT * FROM deliveries WHERE message_id = ? ORDER BY id", (message_id,))
+        rows = self._read(DELIVERY_SELECT + " WHERE d.message_id = ? ORDER BY d.id", (message_id,))
         return [delivery_row(r) for r in rows]
 
     def delivered(self, delivery_ids: Sequence[int], now: datetime) -> list[tuple[int, str]]:
@@ -265,7 +266,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
         ]
 
     def outgoing(self, out_msg_id: str) -> DeliveryRow | None:
-        rows = self._read("SELECT * FROM deliveries WHERE out_msg_id = ? LIMIT 1", (out_msg_id,))
+        rows = self._read(DELIVERY_SELECT + " WHERE d.out_msg_id = ? LIMIT 1", (out_msg_id,))
         return delivery_row(rows[0]) if rows else None
 
     def record_receipt(self, delivery_id: int, status: str, errors: str, now: datetime,
@@ -286,8 +287,8 @@ class SqliteStore(OperatorQueries, FollowupQueries):
 
     def overdue_receipts(self, before: datetime) -> list[DeliveryRow]:
         rows = self._read(
-            "SELECT * FROM deliveries WHERE kind = 'gp_copy' AND status = 'delivered' AND receipt_at IS NULL "
-            "AND delivered_at <= ? ORDER BY id",
+            DELIVERY_SELECT + " WHERE d.kind = 'gp_copy' AND d.status = 'delivered' AND d.receipt_at IS NULL "
+            "AND d.delivered_at <= ? ORDER BY d.id",
             (ts(before),),
         )
         return [delivery_row(r) for r in rows]
@@ -295,8 +296,8 @@ class SqliteStore(OperatorQueries, FollowupQueries):
     def flag_overdue_receipts(self, before: datetime, now: datetime) -> list[DeliveryRow]:
         def work(db: sqlite3.Connection) -> list[DeliveryRow]:
             cur = db.execute(
-                "SELECT * FROM deliveries WHERE kind = 'gp_copy' AND status = 'delivered' "
-                "AND receipt_at IS NULL AND receipt_overdue_at IS NULL AND delivered_at <= ? ORDER BY id",
+                DELIVERY_SELECT + " WHERE d.kind = 'gp_copy' AND d.status = 'delivered' "
+                "AND d.receipt_at IS NULL AND d.receipt_overdue_at IS NULL AND d.delivered_at <= ? ORDER BY d.id",
                 (ts(before),),
             )
             cur.row_factory = sqlite3.Row

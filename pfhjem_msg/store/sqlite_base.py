@@ -1,5 +1,6 @@
-"""The SQLite plumbing under the store: the connection (WAL, ``synchronous=FULL``, so a
-commit is on disk when it returns), transactions, migrations, events. The daemon and the
+"""The SQLite plumbing under the store: the connection (WAL; ``synchronous=FULL`` for the
+commits that must be on disk when they return: intake and deliveries), transactions,
+migrations, events. The daemon and the
 operator commands may use the same file at the same time."""
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX followups_status ON followups(status, window_start);
     """,
+    # 5: a case-unit copy is the stored original: kept once, not copied into the delivery
+    """
+    ALTER TABLE deliveries ADD COLUMN original INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -152,6 +157,14 @@ def message_row(r: sqlite3.Row) -> MessageRow:
         None if r["marked"] is None else bool(r["marked"]), r["attempts"], r["replay_of"],
         r["pruned_at"] is not None,
     )  # fmt: skip
+
+
+DELIVERY_SELECT = (
+    "SELECT d.id, d.message_id, d.kind, d.destination, d.filename, d.her_id, d.out_msg_id, d.status, "
+    "d.attempts, d.last_error, CASE WHEN d.original = 1 THEN coalesce(r.bytes, x'') ELSE d.payload END AS payload "
+    "FROM deliveries d JOIN messages m ON m.id = d.message_id JOIN raw r ON r.id = m.raw_id"
+)
+"""Deliveries with their payload: the stored original for a case-unit copy."""
 
 
 def delivery_row(r: sqlite3.Row) -> DeliveryRow:
@@ -182,6 +195,7 @@ class SqliteBase:
                 self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # so pruning gives disk back
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA wal_autocheckpoint=4000")  # 16 MB between checkpoints
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         except (sqlite3.Error, OSError) as exc:
@@ -189,14 +203,21 @@ class SqliteBase:
                 f"cannot open the store {path}: {exc}; check the path and its permissions"
             ) from exc
         self._lock = threading.RLock()
+        self._durable = True
         self._migrate()
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _tx(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in one IMMEDIATE transaction; committed (and on disk) on return."""
+    def _tx(self, work: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        """Run ``work`` in one IMMEDIATE transaction, committed on return. ``durable``: on disk
+        (fsync) before it returns, as intake and deliveries need. Processing steps pass False:
+        they survive a crash of the process (WAL), and after a power loss the last of them are
+        simply done again from the stored original, which is safe because they are derived."""
         with self._lock:
             try:
+                if durable != self._durable:
+                    self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     result = work(self._db)

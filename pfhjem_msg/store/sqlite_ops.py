@@ -23,7 +23,7 @@ from pfhjem_msg.store.base import (
     PruneResult,
     StatusFacts,
 )
-from pfhjem_msg.store.sqlite_base import SqliteBase, delivery_row, message_row, parse_ts, ts
+from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, SqliteBase, delivery_row, message_row, parse_ts, ts
 
 UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered", "held")
 PRUNABLE_STATES = ("done", "rejected", "duplicate", "discarded")
@@ -96,8 +96,8 @@ class OperatorQueries(SqliteBase):
                 (first[0]["msg_id"], first[0]["sender_her"]),
             )]  # fmt: skip
         rows = self._read(
-            f"SELECT * FROM deliveries WHERE kind = 'apprec' AND status = 'delivered' "
-            f"AND message_id IN ({','.join('?' * len(chain))}) ORDER BY id LIMIT 1",
+            DELIVERY_SELECT + " WHERE d.kind = 'apprec' AND d.status = 'delivered' "
+            f"AND d.message_id IN ({','.join('?' * len(chain))}) ORDER BY d.id LIMIT 1",
             chain,
         )
         return delivery_row(rows[0]) if rows else None
