@@ -1,7 +1,6 @@
 """The SQLite plumbing under the store: the connection (WAL; ``synchronous=FULL`` for the
 commits that must be on disk when they return: intake and deliveries), transactions,
-migrations, events. The daemon and the
-operator commands may use the same file at the same time."""
+migrations, events. The daemon and the operator commands may use the same file at once."""
 
 from __future__ import annotations
 
