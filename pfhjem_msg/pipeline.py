@@ -208,11 +208,16 @@ class Pipeline:
         due = self.store.due_deliveries(self.clock(), limit)
         done: list[int] = []
         files: list[tuple[DeliveryRow, dir_transport.FileDelivery]] = []
+        directories: dict[str, Path] = {}
         for d in due:
             kind, _, target = d.destination.partition(":")
             metrics.delivery_attempts.labels(kind if kind in TRANSPORTS else "other", d.kind).inc()
             if kind in ("hub", "dir"):
-                directory = self.settings.hub_outbox if kind == "hub" else Path(target)
+                directory = (
+                    self.settings.hub_outbox
+                    if kind == "hub"
+                    else (directories.get(target) or directories.setdefault(target, Path(target)))
+                )
                 files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload)))
                 continue
             try:

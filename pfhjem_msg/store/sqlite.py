@@ -121,18 +121,23 @@ class SqliteStore(OperatorQueries, FollowupQueries):
         self._tx(work, durable=False)
 
     def _apply(self, db: sqlite3.Connection, c: Change, now: datetime) -> None:
-        row = db.execute("SELECT state FROM messages WHERE id = ?", (c.message_id,)).fetchone()
+        row = db.execute("SELECT state, redraft FROM messages WHERE id = ?", (c.message_id,)).fetchone()
         if row is None:
             raise StoreError(f"message {c.message_id} does not exist")
         if row[0] not in PROCESSING_STATES:
             return  # an operator held or discarded it while it was being drafted: they decide
         if c.receipt is not None:
             self._receipt(db, c.receipt, now)
-        state = row[0]
+        state, redraft = row
+        at = ts(now)
+        events = []
         for step in c.steps:
-            self._event(db, c.message_id, now, step.actor, state, step.to_state, step.reason)
+            events.append((c.message_id, at, step.actor, state, step.to_state, step.reason))
             state = step.to_state
-        redraft = db.execute("SELECT redraft FROM messages WHERE id = ?", (c.message_id,)).fetchone()[0]
+        db.executemany(
+            "INSERT INTO events(message_id, at, actor, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
+            events,
+        )
         for d in c.deliveries:
             # Replayed from the start: what was not delivered is replaced by the new draft
             # (the configuration may have changed); what was delivered stays as it was.
@@ -158,8 +163,8 @@ class SqliteStore(OperatorQueries, FollowupQueries):
                     b"" if d.original else d.payload,
                     d.her_id,
                     d.out_msg_id,
-                    ts(now),
-                    ts(now),
+                    at,
+                    at,
                     int(d.original),
                 ),
             )
@@ -171,22 +176,27 @@ class SqliteStore(OperatorQueries, FollowupQueries):
                 (c.message_id, *kinds),
             )
             db.execute("UPDATE messages SET redraft=0 WHERE id=?", (c.message_id,))
-        if c.facts is not None:
-            f = c.facts
-            db.execute(
-                "UPDATE messages SET msg_id=?, msg_type=?, sender_her=?, receiver_her=?, marked=? WHERE id=?",
-                (f.msg_id, f.msg_type, f.sender_her, f.receiver_her,
-                 None if f.marked is None else int(f.marked), c.message_id),
-            )  # fmt: skip
         if c.followup is not None and state == "routed":
             self._plan(db, c.message_id, c.followup, now)
         reason = c.steps[-1].reason if c.steps else None
+        facts = ""
+        args: tuple[object, ...] = ()
+        if c.facts is not None:
+            f = c.facts
+            facts = ", msg_id=?, msg_type=?, sender_her=?, receiver_her=?, marked=?"
+            args = (
+                f.msg_id,
+                f.msg_type,
+                f.sender_her,
+                f.receiver_her,
+                None if f.marked is None else int(f.marked),
+            )
         db.execute(
             "UPDATE messages SET state=?, state_reason=?, attempts=0, next_attempt_at=NULL, updated_at=?, "
-            "on_delivered=? WHERE id=?",
-            (state, reason, ts(now), c.on_delivered, c.message_id),
+            f"on_delivered=?{facts} WHERE id=?",
+            (state, reason, at, c.on_delivered, *args, c.message_id),
         )
-        if state == "routed":
+        if state == "routed" and (redraft or not c.deliveries):  # new deliveries are pending: not done yet
             self._finish_if_delivered(db, c.message_id, now)
 
     def postpone(self, message_id: int, retry_at: datetime, error: str, now: datetime) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,7 +142,9 @@ MIGRATIONS: list[str] = [
 ]
 
 
+@lru_cache(maxsize=64)
 def ts(moment: datetime) -> str:
+    """The stored form of a time. Cached: one batch writes the same moment many times."""
     return moment.isoformat(timespec="microseconds")
 
 
@@ -264,16 +267,12 @@ class SqliteBase:
         )
 
     def _finish_if_delivered(self, db: sqlite3.Connection, message_id: int, now: datetime) -> str | None:
-        state, target = db.execute(
-            "SELECT state, on_delivered FROM messages WHERE id = ?", (message_id,)
-        ).fetchone()
-        if state != "routed":
-            return None
-        left = db.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE message_id = ? AND status NOT IN ('delivered', 'cancelled')",
+        state, target, left = db.execute(
+            "SELECT state, on_delivered, (SELECT COUNT(*) FROM deliveries WHERE message_id = m.id "
+            "AND status NOT IN ('delivered', 'cancelled')) FROM messages m WHERE id = ?",
             (message_id,),
-        ).fetchone()[0]
-        if left:
+        ).fetchone()
+        if state != "routed" or left:
             return None
         self._event(db, message_id, now, "daemon", "routed", "delivered", "every delivery is done")
         self._event(db, message_id, now, "daemon", "delivered", target,

@@ -77,7 +77,8 @@ def write_batch(files: Sequence[FileDelivery]) -> list[DeliveryError | None]:
     for i, f in enumerate(files):
         if errors[i] is None:
             try:
-                os.replace(f.directory / f".{f.name}.tmp", f.directory / f.name)
+                base = os.fspath(f.directory)
+                os.replace(f"{base}/.{f.name}.tmp", f"{base}/{f.name}")
             except OSError as exc:
                 errors[i] = _delivery_error(f"cannot rename {f.name} into place in {f.directory}", exc)
     directories = sorted({f.directory for i, f in enumerate(files) if errors[i] is None})
@@ -86,7 +87,7 @@ def write_batch(files: Sequence[FileDelivery]) -> list[DeliveryError | None]:
 
 
 def _write_temp(f: FileDelivery, fsync: bool) -> int:
-    temp = f.directory / f".{f.name}.tmp"
+    temp = f"{os.fspath(f.directory)}/.{f.name}.tmp"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     except FileNotFoundError:
