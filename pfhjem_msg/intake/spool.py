@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -38,28 +39,36 @@ class Spool:
         self.claimed.mkdir(parents=True, exist_ok=True)
         self.last_intake: datetime | None = None
 
-    def _ready(self) -> list[Path]:
+    def _ready(self, limit: int) -> list[Path]:
+        """The first ``limit`` files (by name) that have settled. Only those are looked at
+        closely, so a backlog of thousands costs one directory read per scan, not a stat each."""
         now = time.time()
-        ready = []
         try:
-            entries = list(os.scandir(self.directory))
+            names = sorted(
+                e.name
+                for e in os.scandir(self.directory)
+                if not e.name.startswith(".") and not e.name.endswith(SKIP_SUFFIXES)
+            )
         except OSError as exc:
             log.error("spool.unreadable", directory=str(self.directory), error=exc.strerror)
             return []
-        for entry in entries:
-            if entry.name.startswith(".") or entry.name.endswith(SKIP_SUFFIXES) or not entry.is_file():
-                continue
+        ready: list[Path] = []
+        base = os.fspath(self.directory)
+        for name in names:
+            if len(ready) >= limit:
+                break
             try:
-                if now - entry.stat().st_mtime >= self.settle:
-                    ready.append(Path(entry.path))
+                st = os.stat(f"{base}/{name}")
             except FileNotFoundError:
                 continue
-        return sorted(ready, key=lambda p: p.name)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= self.settle:
+                ready.append(self.directory / name)
+        return ready
 
     def scan(self, limit: int = 1000) -> int:
         """Store what is waiting (claimed leftovers first); return how many were stored."""
         batch = sorted(self.claimed.iterdir(), key=lambda p: p.name)[:limit]
-        for path in self._ready()[: max(0, limit - len(batch))]:
+        for path in self._ready(max(0, limit - len(batch))):
             target = self.claimed / path.name
             try:
                 os.rename(path, target)
