@@ -44,6 +44,7 @@ class Daemon:
         self.pipeline = Pipeline(
             self.store, settings, clock, settings.retry, settings.smtp, workers=settings.workers
         )
+        self.pipeline.drafts.start()
         self.spool = (
             Spool(
                 settings.intake.spool,

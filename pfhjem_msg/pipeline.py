@@ -11,8 +11,8 @@ tries while the daemon serves the others.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -37,12 +37,23 @@ from pfhjem_msg.store.base import (
 )
 from pfhjem_msg.transport import dir as dir_transport
 from pfhjem_msg.transport import smtp as smtp_transport
-from pfhjem_msg.workers import DraftPool
+from pfhjem_msg.workers import DraftPool, Job
 
 APPREC_DEADLINE = timedelta(hours=96)
 TRANSPORTS = frozenset({"hub", "dir", "smtp"})
 OUTCOMES = frozenset({"done", "rejected", "duplicate", "held", "failed"})
 log = get_logger("pfhjem_msg.pipeline")
+
+
+@dataclass
+class _Batch:
+    """Messages handed to the workers and not yet committed."""
+
+    jobs: list[Job]
+    attempts: dict[int, int]
+    again: set[int]
+    results: Iterator[list[Draft | Crash]]
+    now: datetime
 
 
 class Pipeline:
@@ -63,35 +74,53 @@ class Pipeline:
         self.smtp = smtp or smtp_transport.SmtpSettings()
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self.drafts = DraftPool(settings, workers)
+        self._inflight: _Batch | None = None
 
     def close(self) -> None:
+        """Commit what is being drafted, then stop the workers."""
+        self.flush()
         self.drafts.close()
 
     # -- messages ----------------------------------------------------------------------------
 
     def process_due(self, limit: int = 200) -> int:
-        """Process what is due. Fresh messages count their attempt together (one commit for
-        the batch), are drafted (in parallel when there are workers) and committed together;
-        a message whose earlier attempt never finished is tried on its own, so a message that
-        crashes the process is counted alone and its neighbours are not."""
-        due = self.store.due_messages(self.clock(), limit)
+        """Process what is due, double-buffered: the fresh messages found now are handed to the
+        workers, and while they draft, the batch handed over last time is committed (and the
+        round goes on to deliver and take in). Fresh messages count their attempt together
+        (one commit per batch); a message whose earlier attempt never finished is tried on its
+        own, so a message that crashes the process is counted alone and its neighbours are
+        not. Returns the number of messages started and finished."""
+        busy = set(self._inflight.attempts) if self._inflight else set()
+        due = [
+            d for d in self.store.due_messages(self.clock(), limit + len(busy)) if d.message_id not in busy
+        ]
+        due = due[:limit]
         if due:
             self.drafts.ready()
         again = {d.message_id for d in due if d.again}
         fresh = [d.message_id for d in due if d.attempts == 0]
-        if fresh:
-            self._process(self.store.begin_attempts(fresh, self.clock()), again)
+        started = self._start(self.store.begin_attempts(fresh, self.clock()), again) if fresh else None
+        previous, self._inflight = self._inflight, started
+        if previous is not None:
+            self._finish(previous)
         for d in due:
             if d.attempts:
-                self._process(self.store.begin_attempts([d.message_id], self.clock()), again)
-        return len(due)
+                self._finish(self._start(self.store.begin_attempts([d.message_id], self.clock()), again))
+        return len(due) + (len(previous.attempts) if previous else 0)
 
     def process(self, message_id: int) -> None:
         """Process one message now (whatever its due time)."""
         self.drafts.ready()
-        self._process(self.store.begin_attempts([message_id], self.clock()), {message_id})
+        self.flush()
+        self._finish(self._start(self.store.begin_attempts([message_id], self.clock()), {message_id}))
 
-    def _process(self, attempts: dict[int, int], again: set[int]) -> None:
+    def flush(self) -> None:
+        """Commit the batch being drafted, if any."""
+        batch, self._inflight = self._inflight, None
+        if batch is not None:
+            self._finish(batch)
+
+    def _start(self, attempts: dict[int, int], again: set[int]) -> _Batch:
         now = self.clock()
         jobs = []
         failed: list[Change] = []
@@ -102,19 +131,22 @@ class Pipeline:
             else:
                 jobs.append((self.store.raw(message_id), message_id, now))
         self._commit(failed, now)
+        return _Batch(jobs, attempts, again, self.drafts.draft(jobs), now)
+
+    def _finish(self, batch: _Batch) -> None:
         seen: dict[tuple[str, str | None], int] = {}
         done = 0
-        results = self.drafts.draft(jobs)
-        self.deliver_due()  # what earlier rounds routed, while the workers draft
-        for drafts in results:
+        now = batch.now
+        for drafts in batch.results:
             changes = []
-            for (_, message_id, _), draft in zip(jobs[done : done + len(drafts)], drafts, strict=True):
+            for (_, message_id, _), draft in zip(batch.jobs[done : done + len(drafts)], drafts, strict=True):
                 if isinstance(draft, Crash):
-                    retry_at = now + self.policy.delay(attempts[message_id], self.rng)
-                    self.store.postpone(message_id, retry_at, draft.reason + "; will retry", now)
-                    log.error("message.error", message_id=message_id, attempt=attempts[message_id])
+                    count = batch.attempts[message_id]
+                    self.store.postpone(message_id, now + self.policy.delay(count, self.rng),
+                                        draft.reason + "; will retry", now)  # fmt: skip
+                    log.error("message.error", message_id=message_id, attempt=count)
                 else:
-                    changes.append(self._conclude(draft, seen, message_id in again))
+                    changes.append(self._conclude(draft, seen, message_id in batch.again))
             done += len(drafts)
             self._commit(changes, now)
 

@@ -72,6 +72,7 @@ class DraftPool:
         self.local = Drafter(settings) if self.workers == 1 else None
         self._pool: ProcessPoolExecutor | None = None
         self._options: Options | None = None
+        self._starting: list[Future[bool]] = []
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -89,13 +90,20 @@ class DraftPool:
             self._options = self.local.options if self.local is not None else Drafter(self.settings).options
         return self._options
 
+    def start(self) -> None:
+        """Start the workers without waiting: they load the configuration and compile the
+        schemas while the daemon takes in what is waiting."""
+        if self.local is None and not self._starting:
+            self._starting = [self._executor().submit(_ready) for _ in range(self.workers)]
+
     def ready(self) -> None:
-        """Start the workers and wait until they can draft. The pipeline calls this before it
-        counts attempts, so a daemon stopped while its workers start counts no attempt."""
+        """Wait until the workers can draft (starting them if need be). The pipeline calls this
+        before it counts attempts, so a daemon stopped while its workers start counts none."""
         if self.local is not None:
             return
+        self.start()
         try:
-            for future in [self._executor().submit(_ready) for _ in range(self.workers)]:
+            for future in self._starting:
                 future.result()
         except BrokenProcessPool:
             self._reset()
@@ -132,11 +140,13 @@ class DraftPool:
             return Crash("processing crashed its worker process")
 
     def _reset(self) -> None:
+        self._starting = []
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def close(self) -> None:
+        self._starting = []
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -23,8 +24,10 @@ def test_metrics_endpoint_counts_by_type_and_outcome_without_patient_data(tmp_pa
     daemon = start(config, tmp_path / "daemon.log")
     try:
         names = [r.file for r in sample_table()]
-        for name in names:
-            (tmp_path / "var" / "inbox" / name).write_bytes((SAMPLES / name).read_bytes())
+        inbox = tmp_path / "var" / "inbox"
+        for name in names:  # the hub writes atomically: the daemon runs with settle 0 here
+            (inbox / f".{name}.tmp").write_bytes((SAMPLES / name).read_bytes())
+            os.replace(inbox / f".{name}.tmp", inbox / name)
         deadline = time.time() + 60
         text = ""
         while time.time() < deadline:
