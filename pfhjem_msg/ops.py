@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pfhjem_msg.errors import OperatorRefused
@@ -158,9 +158,7 @@ def patient_of(store: OperatorStore, row: MessageRow) -> dict[str, str | None]:
 
 
 def _now() -> datetime:
-    from pfhjem_msg.daemon import utc_now
-
-    return utc_now()
+    return datetime.now(UTC)
 
 
 # -- changing by hand --------------------------------------------------------------------------

@@ -108,12 +108,6 @@ class Pipeline:
                 self._finish(self._start(self.store.begin_attempts([d.message_id], self.clock()), again))
         return len(due) + (len(previous.attempts) if previous else 0)
 
-    def process(self, message_id: int) -> None:
-        """Process one message now (whatever its due time)."""
-        self.drafts.ready()
-        self.flush()
-        self._finish(self._start(self.store.begin_attempts([message_id], self.clock()), {message_id}))
-
     def flush(self) -> None:
         """Commit the batch being drafted, if any."""
         batch, self._inflight = self._inflight, None
