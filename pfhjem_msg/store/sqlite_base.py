@@ -266,6 +266,14 @@ class SqliteBase:
             (message_id, ts(now), actor, from_state, to_state, reason),
         )
 
+    @staticmethod
+    def _audit(db: sqlite3.Connection, actor: str, action: str, message_id: int | None, detail: str,
+               now: datetime) -> None:  # fmt: skip
+        db.execute(
+            "INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?,?,?,?,?)",
+            (ts(now), actor, action, message_id, detail),
+        )
+
     def _finish_if_delivered(self, db: sqlite3.Connection, message_id: int, now: datetime) -> str | None:
         state, target, left = db.execute(
             "SELECT state, on_delivered, (SELECT COUNT(*) FROM deliveries WHERE message_id = m.id "

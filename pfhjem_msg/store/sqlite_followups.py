@@ -205,8 +205,7 @@ class FollowupQueries(SqliteBase):
                     (f"follow-up {status} by {actor}", row[1], f"followup:{fid}:%"),
                 )
                 self._event(db, row[1], now, actor, None, None, f"follow-up {fid} {status}: {note}")
-                db.execute("INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?,?,?,?,?)",
-                           (ts(now), actor, f"follow-up {fid} {status}", row[1], note))  # fmt: skip
+                self._audit(db, actor, f"follow-up {fid} {status}", row[1], note, now)
             return ids
 
         return self._tx(work)

@@ -198,14 +198,6 @@ class OperatorQueries(SqliteBase):
 
     # -- audit ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _audit(db: sqlite3.Connection, actor: str, action: str, message_id: int | None, detail: str,
-               now: datetime) -> None:  # fmt: skip
-        db.execute(
-            "INSERT INTO audit(at, actor, action, message_id, detail) VALUES (?,?,?,?,?)",
-            (ts(now), actor, action, message_id, detail),
-        )
-
     def audit(self, actor: str, action: str, message_id: int | None, detail: str, now: datetime) -> None:
         self._tx(lambda db: self._audit(db, actor, action, message_id, detail, now))
 
