@@ -290,18 +290,17 @@ class Pipeline:
         """Queue the follow-up reminders that are due today (Norwegian date). Each reminder is
         queued once; after downtime only the one due now goes, so nothing is sent per missed
         tick. Returns how many were queued."""
-        store = self.store
         now = self.clock()
         today = local_date(now)
         queued = 0
-        for f in store.open_followups(until=today):
+        for f in self.store.open_followups(until=today):
             phase = due_phase(f, today, self.settings.followups.closing_reminder_days)
             if phase is None:
                 continue
             spec = self._reminder(f, phase, now)
             if spec is None:
                 continue
-            if store.add_reminder(f.id, phase, spec, now):
+            if self.store.add_reminder(f.id, phase, spec, now):
                 queued += 1
                 log.info("followup.reminder", followup_id=f.id, point=f.point, phase=phase,
                          message_id=f.source_message_id)  # fmt: skip
