@@ -7,6 +7,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from lxml import etree
 
 from pfhjem_msg.kith.batch import examine_file
@@ -108,6 +109,28 @@ def test_depth_limit_is_configurable_and_fast() -> None:
     result, elapsed, _ = _measured(lambda: parse_xml(huge, Limits()))
     assert [i.code for i in result.issues] == ["XML_TOO_DEEP"]
     assert elapsed < 0.5
+
+
+def _nested(depth: int, inner: bytes = b"") -> bytes:
+    return b"<a>" * depth + inner + b"</a>" * depth
+
+
+@pytest.mark.parametrize(
+    "name, document",
+    [
+        ("plain", _nested(12)),
+        ("comment full of end tags", b"<!-- " + b"</a>" * 40 + b" -->" + _nested(12)),
+        ("cdata full of end tags", _nested(12, b"<![CDATA[" + b"</a>" * 40 + b"]]>")),
+        ("processing instruction", b'<?xml version="1.0"?><?pi </a></a></a>?>' + _nested(12)),
+        ("utf-8 bom and blanks", b"\xef\xbb\xbf \n" + _nested(12)),
+        ("utf-16", "\ufeff".encode("utf-16-le") + _nested(12).decode().encode("utf-16-le")),
+    ],
+)
+def test_depth_limit_holds_whatever_the_bytes_look_like(name: str, document: bytes) -> None:
+    """Comments, CDATA and processing instructions full of end tags, byte-order marks and
+    UTF-16 do not hide nesting from the depth limit."""
+    assert [i.code for i in parse_xml(document, Limits(max_depth=10)).issues] == ["XML_TOO_DEEP"], name
+    assert parse_xml(document, Limits(max_depth=12)).document is not None, name
 
 
 def test_each_refusal_has_its_own_code() -> None:

@@ -62,7 +62,10 @@ class PartyLevel:
 
     @property
     def her_id(self) -> str | None:
-        return next((i.id for i in self.idents if i.type == "HER"), None)
+        for i in self.idents:  # a plain loop: read several times for every message
+            if i.type == "HER":
+                return i.id
+        return None
 
     def __repr__(self) -> str:
         return f"PartyLevel({self.kind}, her={self.her_id!r})"
