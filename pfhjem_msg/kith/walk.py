@@ -20,6 +20,9 @@ from pfhjem_msg.kith.model import Attachment, Code, Ident, PartyKind, PartyLevel
 from pfhjem_msg.kith.parse import Where, local, path_of
 
 _local = threading.local()
+_LOCAL_NAMES: dict[str, str] = {}
+"""{namespace}Name -> Name: the KITH vocabulary is small, and a lookup is cheaper than a slice."""
+_LOCAL_NAMES_MAX = 4096
 
 
 def _kids(el: etree._Element) -> dict[str, list[etree._Element]]:
@@ -36,7 +39,11 @@ def _kids(el: etree._Element) -> dict[str, list[etree._Element]]:
         for c in el[:]:  # slicing builds the list in C; iterating an element is far slower
             tag = c.tag
             if tag.__class__ is str:
-                name = tag[tag.rfind("}") + 1 :]
+                name = _LOCAL_NAMES.get(tag)
+                if name is None:
+                    name = tag[tag.rfind("}") + 1 :]
+                    if len(_LOCAL_NAMES) < _LOCAL_NAMES_MAX:  # senders choose the tags
+                        _LOCAL_NAMES[tag] = name
                 bucket = found.get(name)
                 if bucket is None:
                     found[name] = [c]
