@@ -7,7 +7,7 @@ directory, then times, on the same files and the same compiled schemas:
   validation, typed model, code-list checks, signature check).
 Prints JSON; `ratio` is product speed / baseline speed (the floor is 0.5).
 
-    python benchmarks/validate_speed.py [--files 1000] [--rounds 3]
+    python benchmarks/validate_speed.py [--files 1000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def make_corpus(directory: Path, count: int) -> list[Path]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="best of N for each side")
     args = ap.parse_args()
     schemas = load_schema_set()
     options = Options(schemas=schemas)
