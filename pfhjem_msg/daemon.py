@@ -17,12 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
 from pfhjem_msg.followups import local_date
-from pfhjem_msg.intake.smtp import StoringHandler, start_server
 from pfhjem_msg.intake.spool import Spool
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline
@@ -115,6 +112,9 @@ class Daemon:
     async def serve(
         self, stop: asyncio.Event, started: Callable[[dict[str, Any]], None] | None = None
     ) -> None:
+        # Imported here: `run --once` and the operator commands need neither.
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         loop = asyncio.get_running_loop()
         worker = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
         intake = ThreadPoolExecutor(1, thread_name_prefix="intake")
@@ -140,6 +140,8 @@ class Daemon:
                               next_run_time=self.clock())  # fmt: skip
         scheduler.start()
         if self.settings.intake.smtp_host:
+            from pfhjem_msg.intake.smtp import StoringHandler, start_server
+
             handler = StoringHandler(self.store, self.clock, intake, wake.set)
             server = await start_server(
                 handler,

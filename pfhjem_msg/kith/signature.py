@@ -11,30 +11,38 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature as InvalidSignatureError
 from lxml import etree
-from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
-from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
-from signxml.signer import XMLSigner
-from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from pfhjem_msg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from signxml.verifier import SignatureConfiguration
+
+# cryptography and signxml are imported where a signature is checked or made: most messages
+# carry none, and the daemon's worker processes start faster without them.
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 SignatureStatus = Literal["absent", "valid", "invalid"]
 
-# Older signed KITH messages use RSA-SHA1 and SHA-1 digests; they are accepted with a note.
-_ACCEPTED = SignatureConfiguration(
-    require_x509=True,
-    location="./",
-    expect_references=1,
-    signature_methods=frozenset(SignatureMethod) - {m for m in SignatureMethod if "hmac" in m.value},
-    digest_algorithms=frozenset(DigestAlgorithm),
-)
+
+@cache
+def _accepted() -> SignatureConfiguration:
+    """Older signed KITH messages use RSA-SHA1 and SHA-1 digests; they are accepted with a note."""
+    from signxml.algorithms import DigestAlgorithm, SignatureMethod
+    from signxml.verifier import SignatureConfiguration
+
+    return SignatureConfiguration(
+        require_x509=True,
+        location="./",
+        expect_references=1,
+        signature_methods=frozenset(SignatureMethod) - {m for m in SignatureMethod if "hmac" in m.value},
+        digest_algorithms=frozenset(DigestAlgorithm),
+    )
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ def verify(
     sig = signature_element(kith_root)
     if sig is None:
         return SignatureResult("absent")
+    from cryptography import x509
+    from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
+    from signxml.verifier import XMLVerifier
+
     cert_el = next(sig.iter(f"{{{DSIG_NS}}}X509Certificate"), None)
     if cert_el is None or not (cert_el.text or "").strip():
         return SignatureResult("invalid", "the signature carries no X.509 certificate", "S01")
@@ -93,7 +105,7 @@ def verify(
     signature_method = next(sig.iter(f"{{{DSIG_NS}}}SignatureMethod"), None)
     weak = "sha1" in (signature_method.get("Algorithm", "") if signature_method is not None else "")
     try:
-        XMLVerifier().verify(data, x509_cert=cert, expect_config=_ACCEPTED)
+        XMLVerifier().verify(data, x509_cert=cert, expect_config=_accepted())
     except (InvalidSignature, InvalidInput, InvalidCertificate) as exc:
         return SignatureResult("invalid", f"the signature does not verify ({exc})"[:200], "S01")
     except Exception as exc:  # a malformed signature must not stop the verdict
@@ -106,6 +118,8 @@ def verify(
 
 def _issued_by_anchor(cert: x509.Certificate, sig: etree._Element, anchors_file: Path) -> bool:
     """Whether ``cert`` chains, through certificates the signature carries, to an anchor."""
+    from cryptography import x509
+
     try:
         anchors = x509.load_pem_x509_certificates(anchors_file.read_bytes())
     except (OSError, ValueError):
@@ -129,6 +143,8 @@ def _issued_by_anchor(cert: x509.Certificate, sig: etree._Element, anchors_file:
 
 
 def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    from cryptography.exceptions import InvalidSignature as InvalidSignatureError
+
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignatureError):
@@ -139,6 +155,9 @@ def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 def sign(root: etree._Element, key: SigningKey) -> etree._Element:
     """Sign a MsgHead we send: enveloped, exclusive c14n, RSA-SHA256, certificate included.
     The signature becomes MsgHead's last child, where the standard puts it."""
+    from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+    from signxml.signer import XMLSigner
+
     signer = XMLSigner(
         signature_algorithm=SignatureMethod.RSA_SHA256,
         digest_algorithm=DigestAlgorithm.SHA256,

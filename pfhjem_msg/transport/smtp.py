@@ -3,11 +3,8 @@ replies are permanent. STARTTLS and authentication as configured."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from email.message import EmailMessage
-
-import aiosmtplib
 
 from pfhjem_msg.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -39,6 +36,8 @@ def build_mail(settings: SmtpSettings, to: str, filename: str, data: bytes, subj
 
 
 async def send(settings: SmtpSettings, to: str, filename: str, data: bytes, subject: str) -> None:
+    import aiosmtplib  # here: processes that never send mail start faster without it
+
     mail = build_mail(settings, to, filename, data, subject)
     try:
         await aiosmtplib.send(
@@ -63,4 +62,6 @@ async def send(settings: SmtpSettings, to: str, filename: str, data: bytes, subj
 
 def send_sync(settings: SmtpSettings, to: str, filename: str, data: bytes, subject: str) -> None:
     """For the pipeline's worker thread, which has no event loop of its own."""
+    import asyncio
+
     asyncio.run(send(settings, to, filename, data, subject))
