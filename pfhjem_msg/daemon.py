@@ -25,6 +25,7 @@ from pfhjem_msg.logs import get_logger
 from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline
 from pfhjem_msg.store import open_store
 from pfhjem_msg.store.base import OperatorStore
+from pfhjem_msg.workers import DraftPool
 
 log = get_logger("pfhjem_msg.daemon")
 
@@ -37,11 +38,11 @@ class Daemon:
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
         self.clock = clock
+        # The workers start first: forked, they must not inherit the store's open connection.
+        drafts = DraftPool(settings, settings.workers)
+        drafts.start()
         self.store: OperatorStore = open_store(settings.state_dir)
-        self.pipeline = Pipeline(
-            self.store, settings, clock, settings.retry, settings.smtp, workers=settings.workers
-        )
-        self.pipeline.drafts.start()
+        self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp, drafts=drafts)
         self._delivery = ThreadPoolExecutor(1, thread_name_prefix="delivery")
         self.spool = (
             Spool(

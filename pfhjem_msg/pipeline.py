@@ -66,6 +66,7 @@ class Pipeline:
         smtp: smtp_transport.SmtpSettings | None = None,
         rng: random.Random | None = None,
         workers: int = 1,
+        drafts: DraftPool | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -73,7 +74,7 @@ class Pipeline:
         self.policy = policy or RetryPolicy()
         self.smtp = smtp or smtp_transport.SmtpSettings()
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
-        self.drafts = DraftPool(settings, workers)
+        self.drafts = drafts or DraftPool(settings, workers)
         self._inflight: _Batch | None = None
 
     def close(self) -> None:

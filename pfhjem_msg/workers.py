@@ -1,8 +1,11 @@
 """Drafting in worker processes, so reading and deciding messages uses every core while the
 daemon's own process keeps the store, the files and the network.
 
-Each worker loads the configuration itself (settings hold compiled schemas and keys, which do
-not travel between processes) and dies with the daemon: on Linux the kernel kills it when
+Workers are forked while the daemon has a single thread (at start-up), so they begin with
+the modules and the compiled schemas already in memory; a pool started later (after a worker
+crashed, when the daemon runs threads that forking could leave holding locks) is spawned
+afresh. Each worker loads the configuration itself (settings hold compiled schemas and keys,
+which do not travel between processes) and dies with the daemon: on Linux the kernel kills it when
 its parent dies (``PR_SET_PDEATHSIG``); elsewhere it notices its parent is gone. A worker
 that dies mid-batch (a crash in a C library) breaks the pool: the batch is then drafted one
 message at a time in a fresh pool, and the message that breaks it again is reported as a
@@ -17,6 +20,7 @@ import ctypes.util
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -76,9 +80,13 @@ class DraftPool:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
+            method = "spawn"
+            if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+                method = "fork"
+                self.options()  # compiled here once, inherited by every worker
             self._pool = ProcessPoolExecutor(
                 self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=multiprocessing.get_context(method),
                 initializer=_init,
                 initargs=(str(self.settings.path.resolve()), os.getpid()),
             )
