@@ -21,7 +21,7 @@ from pfhjem_msg.store.base import (
     State,
     Transition,
 )
-from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, delivery_row, message_row, ts
+from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, chunks, delivery_row, message_row, ts
 from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
 
@@ -89,15 +89,15 @@ class SqliteStore(OperatorQueries, FollowupQueries):
 
     def begin_attempts(self, message_ids: Sequence[int], now: datetime) -> dict[int, int]:
         def work(db: sqlite3.Connection) -> dict[int, int]:
-            out = {}
-            for message_id in message_ids:
-                row = db.execute(
-                    "UPDATE messages SET attempts = attempts + 1, updated_at = ? WHERE id = ? RETURNING attempts",
-                    (ts(now), message_id),
-                ).fetchone()
-                if row is not None:
-                    out[message_id] = int(row[0])
-            return out
+            out: dict[int, int] = {}
+            for part in chunks(message_ids):
+                rows = db.execute(
+                    "UPDATE messages SET attempts = attempts + 1, updated_at = ? "
+                    f"WHERE id IN ({','.join('?' * len(part))}) RETURNING id, attempts",
+                    (ts(now), *part),
+                ).fetchall()
+                out.update((int(i), int(n)) for i, n in rows)
+            return {i: out[i] for i in message_ids if i in out}
 
         return self._tx(work, durable=False)
 
@@ -138,23 +138,23 @@ class SqliteStore(OperatorQueries, FollowupQueries):
             "INSERT INTO events(message_id, at, actor, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
             events,
         )
-        for d in c.deliveries:
-            # Replayed from the start: what was not delivered is replaced by the new draft
-            # (the configuration may have changed); what was delivered stays as it was.
-            conflict = (
-                "ON CONFLICT(message_id, kind) DO UPDATE SET destination=excluded.destination, "
-                "filename=excluded.filename, payload=excluded.payload, her_id=excluded.her_id, "
-                "out_msg_id=excluded.out_msg_id, original=excluded.original, status='pending', attempts=0, "
-                "next_attempt_at=excluded.next_attempt_at, created_at=excluded.created_at, receipt_status=NULL, receipt_errors=NULL, "
-                "receipt_at=NULL, receipt_overdue_at=NULL, delivered_at=NULL "
-                "WHERE deliveries.status != 'delivered' OR "
-                "(deliveries.kind = 'gp_copy' AND deliveries.receipt_status NOT IN ('1'))"
-                if redraft
-                else "ON CONFLICT(message_id, kind) DO NOTHING"
-            )
-            db.execute(
-                "INSERT INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
-                "out_msg_id, next_attempt_at, created_at, original) VALUES (?,?,?,?,?,?,?,?,?,?) " + conflict,
+        # Replayed from the start: what was not delivered is replaced by the new draft (the
+        # configuration may have changed); what was delivered stays as it was.
+        conflict = (
+            "ON CONFLICT(message_id, kind) DO UPDATE SET destination=excluded.destination, "
+            "filename=excluded.filename, payload=excluded.payload, her_id=excluded.her_id, "
+            "out_msg_id=excluded.out_msg_id, original=excluded.original, status='pending', attempts=0, "
+            "next_attempt_at=excluded.next_attempt_at, created_at=excluded.created_at, receipt_status=NULL, receipt_errors=NULL, "
+            "receipt_at=NULL, receipt_overdue_at=NULL, delivered_at=NULL "
+            "WHERE deliveries.status != 'delivered' OR "
+            "(deliveries.kind = 'gp_copy' AND deliveries.receipt_status NOT IN ('1'))"
+            if redraft
+            else "ON CONFLICT(message_id, kind) DO NOTHING"
+        )
+        db.executemany(
+            "INSERT INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
+            "out_msg_id, next_attempt_at, created_at, original) VALUES (?,?,?,?,?,?,?,?,?,?) " + conflict,
+            [
                 (
                     c.message_id,
                     d.kind,
@@ -166,8 +166,10 @@ class SqliteStore(OperatorQueries, FollowupQueries):
                     at,
                     at,
                     int(d.original),
-                ),
-            )
+                )
+                for d in c.deliveries
+            ],
+        )
         if redraft:
             kinds = [d.kind for d in c.deliveries]
             db.execute(
@@ -226,15 +228,14 @@ class SqliteStore(OperatorQueries, FollowupQueries):
 
     def delivered(self, delivery_ids: Sequence[int], now: datetime) -> list[tuple[int, str]]:
         def work(db: sqlite3.Connection) -> list[tuple[int, str]]:
-            touched = set()
-            for delivery_id in delivery_ids:
-                row = db.execute(
+            touched: set[int] = set()
+            for part in chunks(delivery_ids):
+                rows = db.execute(
                     "UPDATE deliveries SET status='delivered', attempts=attempts+1, delivered_at=?, last_error=NULL "
-                    "WHERE id=? AND status='pending' RETURNING message_id",
-                    (ts(now), delivery_id),
-                ).fetchone()
-                if row is not None:
-                    touched.add(row[0])
+                    f"WHERE id IN ({','.join('?' * len(part))}) AND status='pending' RETURNING message_id",
+                    (ts(now), *part),
+                ).fetchall()
+                touched.update(r[0] for r in rows)
             finished = []
             for message_id in sorted(touched):
                 final = self._finish_if_delivered(db, message_id, now)

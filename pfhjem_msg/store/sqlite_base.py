@@ -176,6 +176,12 @@ def delivery_row(r: sqlite3.Row) -> DeliveryRow:
     )  # fmt: skip
 
 
+def chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
+    """Ids in slices small enough for one statement's parameters: one statement per slice
+    instead of one per row."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 def _explain(path: Path, exc: sqlite3.Error) -> str:
     if "locked" in str(exc) or "busy" in str(exc):
         return f"the store {path} is locked by another process for too long; try again in a moment"
@@ -282,8 +288,20 @@ class SqliteBase:
         ).fetchone()
         if state != "routed" or left:
             return None
-        self._event(db, message_id, now, "daemon", "routed", "delivered", "every delivery is done")
-        self._event(db, message_id, now, "daemon", "delivered", target,
-                    "negative AppRec sent" if target == "rejected" else "finished")  # fmt: skip
+        at = ts(now)
+        db.executemany(
+            "INSERT INTO events(message_id, at, actor, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
+            [
+                (message_id, at, "daemon", "routed", "delivered", "every delivery is done"),
+                (
+                    message_id,
+                    at,
+                    "daemon",
+                    "delivered",
+                    target,
+                    "negative AppRec sent" if target == "rejected" else "finished",
+                ),
+            ],
+        )
         db.execute("UPDATE messages SET state=?, updated_at=? WHERE id=?", (target, ts(now), message_id))
         return str(target)

@@ -23,7 +23,15 @@ from pfhjem_msg.store.base import (
     PruneResult,
     StatusFacts,
 )
-from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, SqliteBase, delivery_row, message_row, parse_ts, ts
+from pfhjem_msg.store.sqlite_base import (
+    DELIVERY_SELECT,
+    SqliteBase,
+    chunks,
+    delivery_row,
+    message_row,
+    parse_ts,
+    ts,
+)
 
 UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered", "held")
 PRUNABLE_STATES = ("done", "rejected", "duplicate", "discarded")
@@ -271,7 +279,7 @@ class OperatorQueries(SqliteBase):
                 )]  # fmt: skip
             if dry_run:
                 return len(ids), len(old)
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 db.execute(f"UPDATE messages SET pruned_at=? WHERE id IN ({marks})", (ts(now), *chunk))
                 db.execute(f"UPDATE deliveries SET payload=x'' WHERE message_id IN ({marks})", chunk)
@@ -280,7 +288,7 @@ class OperatorQueries(SqliteBase):
                 "UPDATE raw SET bytes = NULL WHERE bytes IS NOT NULL AND NOT EXISTS "
                 "(SELECT 1 FROM messages m WHERE m.raw_id = raw.id AND m.pruned_at IS NULL)"
             )
-            for chunk in _chunks(old):
+            for chunk in chunks(old):
                 marks = ",".join("?" * len(chunk))
                 db.execute(f"UPDATE messages SET replay_of=NULL WHERE replay_of IN ({marks})", chunk)
                 db.execute(f"DELETE FROM followups WHERE episode_id IN (SELECT id FROM episodes "
@@ -316,7 +324,3 @@ def _delivery_info(r: sqlite3.Row) -> DeliveryInfo:
         r["attempts"], r["last_error"], parse_ts(r["next_attempt_at"]), parse_ts(r["delivered_at"]),
         r["receipt_status"], r["receipt_errors"], parse_ts(r["receipt_at"]), parse_ts(r["receipt_overdue_at"]),
     )  # fmt: skip
-
-
-def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
