@@ -10,7 +10,6 @@ a helper that dies only costs time: its chunks are then checked here.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pickle
 import signal
@@ -84,6 +83,8 @@ class _Helper:
     pickled frame per chunk, in order."""
 
     def __init__(self, chunks: list[Sequence[Path]], options: Options) -> None:
+        import fcntl  # POSIX only, like fork itself
+
         read_end, write_end = os.pipe()
         if hasattr(fcntl, "F_SETPIPE_SZ"):
             with contextlib.suppress(OSError):  # the default size only means more waiting
