@@ -76,7 +76,7 @@ class Daemon:
         metrics.update_status(self.store.status_facts(now, now - APPREC_DEADLINE), now.timestamp())
         for municipality, counts in self.store.followup_counts(local_date(now)).items():
             for condition, value in counts.items():
-                metrics.followups.labels(municipality, condition).set(value)
+                metrics.child(metrics.followups, municipality, condition).set(value)
 
     def prune(self) -> None:
         """The retention sweep: what ``pfhjem-msg prune`` does, on the daemon's timer."""

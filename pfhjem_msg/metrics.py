@@ -7,6 +7,7 @@ patient data can reach a label and the number of series stays small.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -68,6 +69,25 @@ followups = Gauge(
 )
 
 
+DELIVERY_KINDS = frozenset({"apprec", "gp_copy", "case_unit", "default"})
+
+
+def kind_label(kind: str) -> str:
+    """A delivery's kind as a label: reminders are ``followup`` (their kind names the follow-up),
+    anything unforeseen ``other``."""
+    if kind in DELIVERY_KINDS:
+        return kind
+    return "followup" if kind.startswith("followup:") else "other"
+
+
+@functools.lru_cache(maxsize=4096)
+def child(metric: Any, *labels: str) -> Any:
+    """The series of ``metric`` for these label values, looked up once: ``labels()`` takes a
+    lock and checks its arguments on every call, and the pipeline counts several times per
+    message. The values come from the closed sets above, so the cache stays small."""
+    return metric.labels(*labels)
+
+
 def type_label(msg_type: str | None) -> str:
     if msg_type is None:
         return "unreadable"
@@ -77,7 +97,7 @@ def type_label(msg_type: str | None) -> str:
 def update_status(facts: StatusFacts, now_ts: float) -> None:
     """Refresh the gauges from the store (the daemon calls this on a timer)."""
     for state in STATES:
-        messages.labels(state).set(facts.counts.get(state, 0))
+        child(messages, state).set(facts.counts.get(state, 0))
     oldest = facts.oldest_unfinished
     oldest_unfinished.set(max(0.0, now_ts - oldest[1].timestamp()) if oldest else 0.0)
     if facts.last_intake is not None:

@@ -215,7 +215,7 @@ class Pipeline:
         if row is not None:
             facts = Facts(row.msg_id, row.msg_type, row.sender_her, row.receiver_her, row.marked)
             if state in OUTCOMES:
-                metrics.processed.labels(metrics.type_label(row.msg_type), state).inc()
+                metrics.child(metrics.processed, metrics.type_label(row.msg_type), state).inc()
                 metrics.latency.observe(max(0.0, (self.clock() - row.received_at).total_seconds()))
         log.info(
             "message.transition",
@@ -238,7 +238,9 @@ class Pipeline:
         directories: dict[str, Path] = {}
         for d in due:
             kind, _, target = d.destination.partition(":")
-            metrics.delivery_attempts.labels(kind if kind in TRANSPORTS else "other", d.kind).inc()
+            metrics.child(
+                metrics.delivery_attempts, kind if kind in TRANSPORTS else "other", metrics.kind_label(d.kind)
+            ).inc()
             if kind in ("hub", "dir"):
                 directory = (
                     self.settings.hub_outbox
@@ -270,7 +272,8 @@ class Pipeline:
         now = self.clock()
         kind = d.destination.partition(":")[0]
         permanent = "true" if isinstance(exc, PermanentDeliveryError) else "false"
-        metrics.delivery_failures.labels(kind if kind in TRANSPORTS else "other", d.kind, permanent).inc()
+        metrics.child(metrics.delivery_failures, kind if kind in TRANSPORTS else "other", metrics.kind_label(d.kind),
+                      permanent).inc()  # fmt: skip
         retry_at = (
             self.policy.next_attempt(d.attempts + 1, now, self.rng)
             if isinstance(exc, TransientDeliveryError)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pfhjem_msg import metrics
 from pfhjem_msg.cli import main
 from pfhjem_msg.config import load
 from pfhjem_msg.daemon import Daemon
@@ -129,6 +130,9 @@ def test_plan_reminders_across_eighteen_months(world: World, capsys: pytest.Capt
     shown = json.loads(out)
     assert code == 0 and [r["kind"] for r in shown["reminders"]] == ["followup:2:open", "followup:2:overdue"]
     assert all(r["status"] == "delivered" for r in shown["reminders"]) and "patient" not in shown
+    # A reminder's kind names its follow-up; as a metric label it is only «followup».
+    kinds = {s.labels["kind"] for m in metrics.REGISTRY.collect() for s in m.samples if "kind" in s.labels}
+    assert "followup" in kinds and kinds <= metrics.DELIVERY_KINDS | {"followup", "other"}
 
 
 def test_a_replay_or_a_second_sp1_message_makes_no_second_plan_but_a_relapse_does(

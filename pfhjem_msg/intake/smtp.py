@@ -42,7 +42,7 @@ class StoringHandler:
             return "451 4.3.0 The message could not be stored; try again later"
         self.last_intake = self.clock()
         if accepted.new:
-            metrics.received.labels("smtp").inc()
+            metrics.child(metrics.received, "smtp").inc()
         log.info("message.received", message_id=accepted.message_id, source="smtp", new=accepted.new)
         if self.on_stored:
             self.on_stored()

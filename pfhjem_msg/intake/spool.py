@@ -105,7 +105,7 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             if result.new:
-                metrics.received.labels("spool").inc()
+                metrics.child(metrics.received, "spool").inc()
             log.info("message.received", message_id=result.message_id, source="spool", file=path.name,
                      new=result.new)  # fmt: skip
         self.last_intake = self.clock()
