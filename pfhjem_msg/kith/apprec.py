@@ -22,6 +22,7 @@ from pfhjem_msg.kith import codes
 from pfhjem_msg.kith.epikrise import read_hcp
 from pfhjem_msg.kith.model import AppRecPayload, Code, Ident, Message, Party, parse_kith_datetime
 from pfhjem_msg.kith.walk import Reader, attr, child, children, text
+from pfhjem_msg.kith.writer import XmlWriter
 
 if TYPE_CHECKING:
     from pfhjem_msg.kith.verdict import Verdict
@@ -169,43 +170,41 @@ def decide(
     return decision
 
 
-def _q(ns: str, name: str) -> str:
-    return f"{{{ns}}}{name}"
-
-
-def _hcp(parent: etree._Element, ns: str, party: Party, drop_persons: bool) -> None:
-    def q(name: str) -> str:
-        return _q(ns, name)
-
-    hcp = etree.SubElement(parent, q("HCP"))
+def _hcp(w: XmlWriter, party: Party, drop_persons: bool) -> None:
+    w.open("HCP")
     levels = list(party.levels)
-    if not levels:
-        inst = etree.SubElement(hcp, q("Inst"))
-        etree.SubElement(inst, q("Name")).text = "Ukjent"
-        return
     orgs = [lvl for lvl in levels if lvl.kind in ("organisation", "department")]
     persons = [lvl for lvl in levels if lvl.kind not in ("organisation", "department")]
-    if not orgs:
-        prof = etree.SubElement(hcp, q("HCProf"))
-        _named_ids(prof, ns, persons[0].name, persons[0].idents)
-        return
-    inst = etree.SubElement(hcp, q("Inst"))
-    top = orgs[0]
-    if top.name:
-        etree.SubElement(inst, q("Name")).text = top.name
-    first, rest = _split_ids(top.idents)
-    if first:
-        etree.SubElement(inst, q("Id")).text = first.id
-        _type_id(inst, ns, first.type)
-    for dept in orgs[1:]:
-        if dept.name or dept.idents:
-            _named_ids(etree.SubElement(inst, q("Dept")), ns, dept.name, dept.idents)
-    for extra in rest:
-        _additional(inst, ns, extra)
-    if not drop_persons:
-        for person in persons:
-            p = etree.SubElement(inst, q("HCPerson"))
-            _named_ids(p, ns, person.name, person.idents)
+    if not levels:
+        w.open("Inst")
+        w.leaf("Name", "Ukjent")
+        w.close("Inst")
+    elif not orgs:
+        w.open("HCProf")
+        _named_ids(w, persons[0].name, persons[0].idents)
+        w.close("HCProf")
+    else:
+        w.open("Inst")
+        top = orgs[0]
+        if top.name:
+            w.leaf("Name", top.name)
+        first, rest = _split_ids(top.idents)
+        if first:
+            w.leaf("Id", first.id)
+            _type_id(w, "TypeId", first.type)
+        for dept in orgs[1:]:
+            if dept.name or dept.idents:
+                w.open("Dept")
+                _named_ids(w, dept.name, dept.idents)
+                w.close("Dept")
+        for extra in rest:
+            _additional(w, extra)
+        for person in [] if drop_persons else persons:
+            w.open("HCPerson")
+            _named_ids(w, person.name, person.idents)
+            w.close("HCPerson")
+        w.close("Inst")
+    w.close("HCP")
 
 
 def _split_ids(idents: list[Ident]) -> tuple[Ident | None, list[Ident]]:
@@ -215,29 +214,26 @@ def _split_ids(idents: list[Ident]) -> tuple[Ident | None, list[Ident]]:
     return (ordered[0], ordered[1:]) if ordered else (None, [])
 
 
-def _named_ids(el: etree._Element, ns: str, name: str | None, idents: list[Ident]) -> None:
+def _named_ids(w: XmlWriter, name: str | None, idents: list[Ident]) -> None:
     if name:
-        etree.SubElement(el, _q(ns, "Name")).text = name
+        w.leaf("Name", name)
     first, rest = _split_ids(idents)
     if first:
-        etree.SubElement(el, _q(ns, "Id")).text = first.id
-        _type_id(el, ns, first.type)
+        w.leaf("Id", first.id)
+        _type_id(w, "TypeId", first.type)
     for extra in rest:
-        _additional(el, ns, extra)
+        _additional(w, extra)
 
 
-def _type_id(el: etree._Element, ns: str, value: str) -> None:
-    t = etree.SubElement(el, _q(ns, "TypeId"))
-    t.set("V", value)
-    t.set("DN", ID_TYPE_TEXT.get(value, value))
+def _type_id(w: XmlWriter, tag: str, value: str) -> None:
+    w.leaf(tag, V=value, DN=ID_TYPE_TEXT.get(value, value))
 
 
-def _additional(el: etree._Element, ns: str, ident: Ident) -> None:
-    a = etree.SubElement(el, _q(ns, "AdditionalId"))
-    etree.SubElement(a, _q(ns, "Id")).text = ident.id
-    t = etree.SubElement(a, _q(ns, "Type"))
-    t.set("V", ident.type)
-    t.set("DN", ID_TYPE_TEXT.get(ident.type, ident.type))
+def _additional(w: XmlWriter, ident: Ident) -> None:
+    w.open("AdditionalId")
+    w.leaf("Id", ident.id)
+    _type_id(w, "Type", ident.type)
+    w.close("AdditionalId")
 
 
 def _xml_datetime(value: str | None, fallback: datetime) -> str:
@@ -247,51 +243,35 @@ def _xml_datetime(value: str | None, fallback: datetime) -> str:
 
 def build_xml(msg: Message, d: AppRecDecision, now: datetime) -> bytes:
     assert d.version is not None and d.status is not None and d.role is not None
-    ns = NS[d.version]
-
-    def q(name: str) -> str:
-        return _q(ns, name)
-
-    root = etree.Element(q("AppRec"), nsmap={None: ns})
-    mt = etree.SubElement(root, q("MsgType"))
-    mt.set("V", "APPREC")
-    mt.set("DN", "Applikasjonskvittering")
-    etree.SubElement(root, q("MIGversion")).text = MIG[d.version]
-    etree.SubElement(root, q("SoftwareName")).text = "pfhjem-msg"
-    etree.SubElement(root, q("SoftwareVersion")).text = __version__
-    etree.SubElement(root, q("GenDate")).text = now.isoformat(timespec="seconds")
-    etree.SubElement(root, q("Id")).text = d.apprec_id
+    w = XmlWriter()
+    w.open("AppRec", xmlns=NS[d.version])
+    w.leaf("MsgType", V="APPREC", DN="Applikasjonskvittering")
+    w.leaf("MIGversion", MIG[d.version])
+    w.leaf("SoftwareName", "pfhjem-msg")
+    w.leaf("SoftwareVersion", __version__)
+    w.leaf("GenDate", now.isoformat(timespec="seconds"))
+    w.leaf("Id", d.apprec_id)
     for tag, party, role, drop in (
         ("Sender", d.our_party or Party(), d.role, False),
         ("Receiver", msg.sender or Party(), codes.ROLE_SENDER, msg.root == "Message"),
     ):
-        holder = etree.SubElement(root, q(tag))
-        r = etree.SubElement(holder, q("Role"))
-        r.set("V", role[0])
-        r.set("DN", role[1])
-        _hcp(holder, ns, party, drop)
-    status = etree.SubElement(root, q("Status"))
-    status.set("V", d.status)
-    status.set("DN", codes.APPREC_STATUS[d.status])
+        w.open(tag)
+        w.leaf("Role", V=role[0], DN=role[1])
+        _hcp(w, party, drop)
+        w.close(tag)
+    w.leaf("Status", V=d.status, DN=codes.APPREC_STATUS[d.status])
     for code, extra in d.errors:
-        e = etree.SubElement(root, q("Error"))
-        e.set("V", code)
-        e.set("S", codes.APPREC_ERROR_SYSTEM)
-        e.set("DN", codes.APPREC_ERRORS[code])
-        if extra:
-            e.set("OT", extra[:250])
-    original = etree.SubElement(root, q("OriginalMsgId"))
-    omt = etree.SubElement(original, q("MsgType"))
+        w.leaf("Error", V=code, S=codes.APPREC_ERROR_SYSTEM, DN=codes.APPREC_ERRORS[code],
+               OT=extra[:250] if extra else None)  # fmt: skip
+    w.open("OriginalMsgId")
     msg_type = msg.msg_type.value if msg.msg_type else "EPIKRISE" if msg.root == "Message" else "UKJENT"
-    omt.set("V", msg_type)
-    omt.set(
-        "DN",
-        (msg.msg_type.text if msg.msg_type and msg.msg_type.text else None)
-        or codes.MESSAGE_TYPES.get(msg_type, msg_type),
-    )
-    etree.SubElement(original, q("IssueDate")).text = _xml_datetime(msg.gen_date, now)
-    etree.SubElement(original, q("Id")).text = msg.msg_id or ""
-    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+    shown = msg.msg_type.text if msg.msg_type and msg.msg_type.text else None
+    w.leaf("MsgType", V=msg_type, DN=shown or codes.MESSAGE_TYPES.get(msg_type, msg_type))
+    w.leaf("IssueDate", _xml_datetime(msg.gen_date, now))
+    w.leaf("Id", msg.msg_id or "")
+    w.close("OriginalMsgId")
+    w.close("AppRec")
+    return w.to_bytes()
 
 
 def apprec_status(xml: bytes) -> str:
