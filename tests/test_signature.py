@@ -11,7 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
+from pfhjem_msg.kith import gpcopy
+from pfhjem_msg.kith.schemas import SchemaSet
 from pfhjem_msg.kith.signature import SigningKey, sign, verify
+from pfhjem_msg.kith.verdict import examine
 from tests.conftest import SAMPLES
 
 
@@ -90,3 +93,19 @@ def test_signature_without_certificate_is_invalid() -> None:
     sig = etree.SubElement(root, "{http://www.w3.org/2000/09/xmldsig#}Signature")
     etree.SubElement(sig, "{http://www.w3.org/2000/09/xmldsig#}SignedInfo")
     assert verify(root).status == "invalid"
+
+
+def test_gp_copy_is_signed_with_the_configured_key(official_schemas: SchemaSet) -> None:
+    """What the product sends carries a signature that verifies, and stays schema-valid."""
+    key = _key()
+    original = examine((SAMPLES / "dlg11-marked-attachment.xml").read_bytes())
+    assert original.message is not None
+    sender = gpcopy.Party("Fjordvik kommune", "8300001", "Tildelingskontoret", "8300010")
+    gp = gpcopy.GPAddress("Fjordvik legesenter", "8200001", "Kari Lege", "9000001")
+    _, xml = gpcopy.build(original.message, sender, gp, dt.datetime.now(dt.UTC), original.root,
+                          _signing(key, _cert("Fjordvik kommune", key)))  # fmt: skip
+    root = etree.fromstring(xml)
+    assert verify(root).status == "valid"
+    assert official_schemas.validate(root) == []
+    tampered = etree.fromstring(xml.replace(b"Fjordvik legesenter", b"Fjordvik legesentre"))
+    assert verify(tampered).status == "invalid"

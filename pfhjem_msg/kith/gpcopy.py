@@ -14,6 +14,7 @@ from lxml import etree
 from pfhjem_msg.kith.model import DialogPayload, EpikrisePayload, Message, Patient
 from pfhjem_msg.kith.parse import local
 from pfhjem_msg.kith.signature import SigningKey, sign
+from pfhjem_msg.kith.writer import XmlWriter
 
 MH = "http://www.kith.no/xmlstds/msghead/2006-05-24"
 DIALOG = "http://www.kith.no/xmlstds/dialog/2013-01-23"
@@ -40,21 +41,23 @@ class GPAddress:
     gp_her: str
 
 
-def _el(
-    parent: etree._Element, name: str, text: str | None = None, ns: str = MH, **attrs: str
-) -> etree._Element:
-    el = etree.SubElement(parent, f"{{{ns}}}{name}")
-    if text is not None:
-        el.text = text
-    for k, v in attrs.items():
-        el.set(k, v)
-    return el
+def _ident(w: XmlWriter, her: str, system: str) -> None:
+    w.open("Ident")
+    w.leaf("Id", her)
+    w.leaf("TypeId", V="HER", DN="HER-id", S=system)
+    w.close("Ident")
 
 
-def _ident(parent: etree._Element, her: str, system: str) -> None:
-    ident = _el(parent, "Ident")
-    _el(ident, "Id", her)
-    _el(ident, "TypeId", V="HER", DN="HER-id", S=system)
+def _organisation(w: XmlWriter, name: str, her: str, unit: str | None, unit_her: str | None) -> None:
+    w.open("Organisation")
+    w.leaf("OrganisationName", name)
+    _ident(w, her, S9051)
+    if unit_her:
+        w.open("Organisation")
+        w.leaf("OrganisationName", unit or name)
+        _ident(w, unit_her, S9051)
+        w.close("Organisation")
+    w.close("Organisation")
 
 
 def original_text(msg: Message) -> str:
@@ -131,79 +134,91 @@ def build_dialog(
     """(MsgId, XML bytes) of a MsgHead + Dialogmelding 1.1 «Helsefaglig dialog» on the topic
     «Pakkeforløp hjem for pasienter med kreft»: the GP copy, and follow-up reminders."""
     msg_id = msg_id or str(uuid.uuid4())
-    root = etree.Element(f"{{{MH}}}MsgHead", nsmap={None: MH})
-    info = _el(root, "MsgInfo")
-    _el(info, "Type", V="DIALOG_HELSEFAGLIG", DN="Helsefaglig dialog")
-    _el(info, "MIGversion", "v1.2 2006-05-24")
-    _el(info, "GenDate", now.isoformat(timespec="seconds"))
-    _el(info, "MsgId", msg_id)
-    org = _el(_el(info, "Sender"), "Organisation")
-    _el(org, "OrganisationName", sender.organisation)
-    _ident(org, sender.organisation_her, S9051)
-    if sender.unit_her:
-        sub = _el(org, "Organisation")
-        _el(sub, "OrganisationName", sender.unit)
-        _ident(sub, sender.unit_her, S9051)
+    w = XmlWriter()
+    w.open("MsgHead", xmlns=MH)
+    w.open("MsgInfo")
+    w.leaf("Type", V="DIALOG_HELSEFAGLIG", DN="Helsefaglig dialog")
+    w.leaf("MIGversion", "v1.2 2006-05-24")
+    w.leaf("GenDate", now.isoformat(timespec="seconds"))
+    w.leaf("MsgId", msg_id)
+    w.open("Sender")
+    _organisation(w, sender.organisation, sender.organisation_her, sender.unit, sender.unit_her)
+    w.close("Sender")
+    w.open("Receiver")
     if isinstance(receiver, GPAddress):
-        office = _el(_el(info, "Receiver"), "Organisation")
-        _el(office, "OrganisationName", receiver.office)
-        _ident(office, receiver.office_her, S9051)
-        hcp = _el(office, "HealthcareProfessional")
-        _el(hcp, "RoleToPatient", V="6", S="2.16.578.1.12.4.1.1.9034", DN="Fastlege")
+        w.open("Organisation")
+        w.leaf("OrganisationName", receiver.office)
+        _ident(w, receiver.office_her, S9051)
+        w.open("HealthcareProfessional")
+        w.leaf("RoleToPatient", V="6", S="2.16.578.1.12.4.1.1.9034", DN="Fastlege")
         given, _, family = receiver.gp_name.rpartition(" ")
-        _el(hcp, "FamilyName", family or receiver.gp_name)
+        w.leaf("FamilyName", family or receiver.gp_name)
         if given:
-            _el(hcp, "GivenName", given)
-        _ident(hcp, receiver.gp_her, S8116)
+            w.leaf("GivenName", given)
+        _ident(w, receiver.gp_her, S8116)
+        w.close("HealthcareProfessional")
+        w.close("Organisation")
     else:
-        org = _el(_el(info, "Receiver"), "Organisation")
-        _el(org, "OrganisationName", receiver.organisation)
-        _ident(org, receiver.organisation_her, S9051)
-        if receiver.unit_her:
-            sub = _el(org, "Organisation")
-            _el(sub, "OrganisationName", receiver.unit or receiver.organisation)
-            _ident(sub, receiver.unit_her, S9051)
+        _organisation(w, receiver.organisation, receiver.organisation_her, receiver.unit, receiver.unit_her)
+    w.close("Receiver")
     p = patient
     if p is not None:
-        node_patient = _el(info, "Patient")
+        w.open("Patient")
         for tag, value in (
             ("FamilyName", p.family_name),
             ("MiddleName", p.middle_name),
             ("GivenName", p.given_name),
         ):
             if value:
-                _el(node_patient, tag, value)
+                w.leaf(tag, value)
         if p.birth_date and len(p.birth_date) == 10:
-            _el(node_patient, "DateOfBirth", p.birth_date)
+            w.leaf("DateOfBirth", p.birth_date)
         if p.sex:
-            _el(node_patient, "Sex", V=p.sex)
+            w.leaf("Sex", V=p.sex)
         for ident in p.idents:
             if ident.type in ("FNR", "DNR", "HNR", "FHN", "DUF"):
-                node = _el(node_patient, "Ident")
-                _el(node, "Id", ident.id)
-                _el(node, "TypeId", V=ident.type, S=S8116)
-    refdoc = _el(_el(root, "Document"), "RefDoc")
-    _el(refdoc, "IssueDate", V=now.isoformat(timespec="seconds"))
-    _el(refdoc, "MsgType", V="XML", DN="XML-instans")
-    _el(refdoc, "MimeType", "text/xml")
-    dialog = etree.SubElement(_el(refdoc, "Content"), f"{{{DIALOG}}}Dialogmelding", nsmap={None: DIALOG})
-    note = _el(dialog, "Notat", ns=DIALOG)
-    _el(note, "TemaKodet", ns=DIALOG, V="6", S="2.16.578.1.12.4.1.1.7322", DN="Henvendelse om pasient")
-    _el(note, "Tema", TOPIC, ns=DIALOG)
-    _el(note, "TekstNotatInnhold", text, ns=DIALOG)
-    _el(note, "DatoNotat", now.date().isoformat(), ns=DIALOG)
+                w.open("Ident")
+                w.leaf("Id", ident.id)
+                w.leaf("TypeId", V=ident.type, S=S8116)
+                w.close("Ident")
+        w.close("Patient")
+    w.close("MsgInfo")
+    w.open("Document")
+    w.open("RefDoc")
+    w.leaf("IssueDate", V=now.isoformat(timespec="seconds"))
+    w.leaf("MsgType", V="XML", DN="XML-instans")
+    w.leaf("MimeType", "text/xml")
+    w.open("Content")
+    w.open("Dialogmelding", xmlns=DIALOG)
+    w.open("Notat")
+    w.leaf("TemaKodet", V="6", S="2.16.578.1.12.4.1.1.7322", DN="Henvendelse om pasient")
+    w.leaf("Tema", TOPIC)
+    w.leaf("TekstNotatInnhold", text)
+    w.leaf("DatoNotat", now.date().isoformat())
+    w.close("Notat")
+    w.close("Dialogmelding")
+    w.close("Content")
+    w.close("RefDoc")
+    w.close("Document")
     for attachment in attachments:
-        doc = _el(root, "Document")
-        _el(doc, "DocumentConnection", V="V", DN="Vedlegg")
-        ref = _el(doc, "RefDoc")
-        _el(ref, "MsgType", V="A", DN="Vedlegg")
+        w.open("Document")
+        w.leaf("DocumentConnection", V="V", DN="Vedlegg")
+        w.open("RefDoc")
+        w.leaf("MsgType", V="A", DN="Vedlegg")
         mime = attachment.find("{*}MimeType")
-        _el(ref, "MimeType", (mime.text or "").strip() if mime is not None else "application/pdf")
+        w.leaf("MimeType", (mime.text or "").strip() if mime is not None else "application/pdf")
         description = attachment.find("{*}Description")
         if description is not None and description.text:
-            _el(ref, "Description", description.text.strip())
+            w.leaf("Description", description.text.strip())
         container = next(c for c in attachment.find("{*}Content").iter() if local(c) == "Base64Container")
-        _el(_el(ref, "Content"), "Base64Container", "".join((container.text or "").split()), ns=B64)
+        w.open("Content")
+        w.leaf("Base64Container", "".join((container.text or "").split()), xmlns=B64)
+        w.close("Content")
+        w.close("RefDoc")
+        w.close("Document")
+    w.close("MsgHead")
+    xml = w.to_bytes()
     if signing is not None:
-        root = sign(root, signing)
-    return msg_id, bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+        root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True))
+        xml = bytes(etree.tostring(sign(root, signing), xml_declaration=True, encoding="UTF-8"))
+    return msg_id, xml

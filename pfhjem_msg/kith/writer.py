@@ -12,27 +12,29 @@ from __future__ import annotations
 import re
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_TEXT = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
-_ATTRIBUTE = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
-)
-
-
 _SPECIAL = frozenset('&<>"')
+
+
+def _clean(value: str) -> str:
+    return _NOT_XML.sub("", value) if _NOT_XML.search(value) else value
 
 
 def text(value: str) -> str:
     """``value`` as element content."""
     if value.isascii() and value.isprintable() and _SPECIAL.isdisjoint(value):
         return value  # the common case, decided in C
-    return _NOT_XML.sub("", value).translate(_TEXT)
+    value = _clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return value.replace("\r", "&#13;")
 
 
 def attribute(value: str) -> str:
     """``value`` as an attribute value (between double quotes), line ends kept."""
     if value.isascii() and value.isprintable() and _SPECIAL.isdisjoint(value):
         return value
-    return _NOT_XML.sub("", value).translate(_ATTRIBUTE)
+    value = (
+        _clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+    return value.replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;")
 
 
 class XmlWriter:
