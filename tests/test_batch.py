@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,17 @@ def test_stopping_early_leaves_no_helper_behind(options: Options, monkeypatch: p
     assert len(started) == 1
     with pytest.raises(ChildProcessError):
         os.waitpid(started[0], os.WNOHANG)
+
+
+def test_no_helpers_beside_other_threads(options: Options, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[int] = []
+    monkeypatch.setattr(batch._Helper, "__init__", lambda *_: started.append(1))
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        reports = list(batch.validate_files(_many(), options, jobs=2))
+    finally:
+        stop.set()
+        other.join()
+    assert not started and len(reports) == len(_many())

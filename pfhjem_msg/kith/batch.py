@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,8 @@ def _serve(chunks: list[Sequence[Path]], options: Options, fd: int) -> None:  # 
 
 def validate_files(paths: Sequence[Path], options: Options, jobs: int | None = None) -> Iterator[Report]:
     jobs = default_jobs() if jobs is None else jobs
-    if jobs <= 1 or len(paths) < PARALLEL_FROM or not hasattr(os, "fork"):
+    # Forking beside other threads could leave a helper stuck on a lock one of them held.
+    if jobs <= 1 or len(paths) < PARALLEL_FROM or not hasattr(os, "fork") or threading.active_count() > 1:
         for path in paths:
             yield _report(path, options)
         return
