@@ -21,7 +21,7 @@ from pfhjem_msg.store.base import (
     State,
     Transition,
 )
-from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, chunks, delivery_row, message_row, ts
+from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, ts
 from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
 
@@ -93,7 +93,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
             for part in chunks(message_ids):
                 rows = db.execute(
                     "UPDATE messages SET attempts = attempts + 1, updated_at = ? "
-                    f"WHERE id IN ({','.join('?' * len(part))}) RETURNING id, attempts",
+                    f"WHERE id IN ({marks(part)}) RETURNING id, attempts",
                     (ts(now), *part),
                 ).fetchall()
                 out.update((int(i), int(n)) for i, n in rows)
@@ -174,7 +174,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
             kinds = [d.kind for d in c.deliveries]
             db.execute(
                 "UPDATE deliveries SET status='cancelled', last_error='no longer due after the replay' "
-                f"WHERE message_id=? AND status != 'delivered' AND kind NOT IN ({','.join('?' * len(kinds))})",
+                f"WHERE message_id=? AND status != 'delivered' AND kind NOT IN ({marks(kinds)})",
                 (c.message_id, *kinds),
             )
             db.execute("UPDATE messages SET redraft=0 WHERE id=?", (c.message_id,))
@@ -232,7 +232,7 @@ class SqliteStore(OperatorQueries, FollowupQueries):
             for part in chunks(delivery_ids):
                 rows = db.execute(
                     "UPDATE deliveries SET status='delivered', attempts=attempts+1, delivered_at=?, last_error=NULL "
-                    f"WHERE id IN ({','.join('?' * len(part))}) AND status='pending' RETURNING message_id",
+                    f"WHERE id IN ({marks(part)}) AND status='pending' RETURNING message_id",
                     (ts(now), *part),
                 ).fetchall()
                 touched.update(r[0] for r in rows)

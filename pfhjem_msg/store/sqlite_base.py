@@ -176,6 +176,11 @@ def delivery_row(r: sqlite3.Row) -> DeliveryRow:
     )  # fmt: skip
 
 
+def marks(values: Sequence[object]) -> str:
+    """The ``?,?,?`` of an ``IN (...)`` for these values."""
+    return ",".join("?" * len(values))
+
+
 def chunks(ids: Sequence[int], size: int = 500) -> list[Sequence[int]]:
     """Ids in slices small enough for one statement's parameters: one statement per slice
     instead of one per row."""

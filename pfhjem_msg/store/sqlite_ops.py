@@ -28,6 +28,7 @@ from pfhjem_msg.store.sqlite_base import (
     SqliteBase,
     chunks,
     delivery_row,
+    marks,
     message_row,
     parse_ts,
     ts,
@@ -47,7 +48,7 @@ class OperatorQueries(SqliteBase):
         where: list[str] = []
         args: list[Any] = []
         if f.states:
-            where.append(f"state IN ({','.join('?' * len(f.states))})")
+            where.append(f"state IN ({marks(f.states)})")
             args += list(f.states)
         for column, op, value in (
             ("received_at", ">=", ts(f.since) if f.since else None),
@@ -105,7 +106,7 @@ class OperatorQueries(SqliteBase):
             )]  # fmt: skip
         rows = self._read(
             DELIVERY_SELECT + " WHERE d.kind = 'apprec' AND d.status = 'delivered' "
-            f"AND d.message_id IN ({','.join('?' * len(chain))}) ORDER BY d.id LIMIT 1",
+            f"AND d.message_id IN ({marks(chain)}) ORDER BY d.id LIMIT 1",
             chain,
         )
         return delivery_row(rows[0]) if rows else None
@@ -280,23 +281,23 @@ class OperatorQueries(SqliteBase):
             if dry_run:
                 return len(ids), len(old)
             for chunk in chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                db.execute(f"UPDATE messages SET pruned_at=? WHERE id IN ({marks})", (ts(now), *chunk))
-                db.execute(f"UPDATE deliveries SET payload=x'' WHERE message_id IN ({marks})", chunk)
+                qs = marks(chunk)
+                db.execute(f"UPDATE messages SET pruned_at=? WHERE id IN ({qs})", (ts(now), *chunk))
+                db.execute(f"UPDATE deliveries SET payload=x'' WHERE message_id IN ({qs})", chunk)
             # An original goes when no message that still needs it refers to it.
             db.execute(
                 "UPDATE raw SET bytes = NULL WHERE bytes IS NOT NULL AND NOT EXISTS "
                 "(SELECT 1 FROM messages m WHERE m.raw_id = raw.id AND m.pruned_at IS NULL)"
             )
             for chunk in chunks(old):
-                marks = ",".join("?" * len(chunk))
-                db.execute(f"UPDATE messages SET replay_of=NULL WHERE replay_of IN ({marks})", chunk)
+                qs = marks(chunk)
+                db.execute(f"UPDATE messages SET replay_of=NULL WHERE replay_of IN ({qs})", chunk)
                 db.execute(f"DELETE FROM followups WHERE episode_id IN (SELECT id FROM episodes "
-                           f"WHERE source_message_id IN ({marks}))", chunk)  # fmt: skip
-                db.execute(f"DELETE FROM episodes WHERE source_message_id IN ({marks})", chunk)
-                db.execute(f"DELETE FROM events WHERE message_id IN ({marks})", chunk)
-                db.execute(f"DELETE FROM deliveries WHERE message_id IN ({marks})", chunk)
-                db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+                           f"WHERE source_message_id IN ({qs}))", chunk)  # fmt: skip
+                db.execute(f"DELETE FROM episodes WHERE source_message_id IN ({qs})", chunk)
+                db.execute(f"DELETE FROM events WHERE message_id IN ({qs})", chunk)
+                db.execute(f"DELETE FROM deliveries WHERE message_id IN ({qs})", chunk)
+                db.execute(f"DELETE FROM messages WHERE id IN ({qs})", chunk)
             db.execute("DELETE FROM raw WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.raw_id = raw.id)")
             return len(ids), len(old)
 
