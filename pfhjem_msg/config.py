@@ -16,7 +16,7 @@ from typing import Any, Literal, cast
 from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
-from pfhjem_msg.kith.signature import SigningKey
+from pfhjem_msg.kith.signature import SenderTrust, SigningKey
 from pfhjem_msg.pathway import MatcherConfig
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.transport.smtp import SmtpSettings
@@ -31,6 +31,12 @@ class KithSettings:
     limits: Limits = field(default_factory=Limits)
     trust_anchors: Path | None = None
     signing: SigningKey | None = None
+    crl_dir: Path | None = None
+    """Certificate revocation lists (DER or PEM) that operations refresh; no network is used."""
+    require_signature: bool = False
+    """Reject unsigned messages (a sender's own setting in ``senders`` takes precedence)."""
+    senders: dict[str, SenderTrust] = field(default_factory=dict)
+    """Per sender HER-id: its organisation number and its own signature requirement."""
 
 
 Transport = Literal["dir", "smtp", "hub"]
@@ -46,6 +52,8 @@ class Destination:
     transport: Transport
     path: Path | None = None
     address: str | None = None
+    group: str | None = None
+    """Unix group that may read what is delivered here (files 0640, directories 0750)."""
 
     def describe(self) -> str:
         if self.transport == "dir":
@@ -66,13 +74,31 @@ class Municipality:
 
 
 @dataclass(frozen=True)
+class SmtpIntakeSettings:
+    """The SMTP listener and the limits that keep a flood from starving the rest of the daemon."""
+
+    host: str = "127.0.0.1"
+    port: int = 2525
+    max_connections: int = 100
+    idle_timeout_seconds: float = 30.0
+    max_message_bytes: int | None = None
+    """None: the same as ``[kith] max_bytes``."""
+    max_recipients: int = 20
+    allow: tuple[str, ...] = ()
+    """Client networks (``10.0.0.0/8``, ``127.0.0.1``) that may connect; empty: any."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """With both set, STARTTLS is offered."""
+
+
+@dataclass(frozen=True)
 class IntakeSettings:
     spool: Path | None = None
     settle_seconds: float = 1.0
     """A spool file must be unchanged this long before it is taken (the hub may still write)."""
     poll_seconds: float = 1.0
-    smtp_host: str | None = None
-    smtp_port: int = 2525
+    smtp: SmtpIntakeSettings | None = None
+    """None: no SMTP intake."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +125,8 @@ class Settings:
     state_dir: Path = Path("var")
     municipalities: list[Municipality] = field(default_factory=list)
     hub_outbox: Path = Path("var/outbox")
+    hub_group: str | None = None
+    """Unix group of the hub, which may read the outbox (files 0640, directories 0750)."""
     gp_registry: Path | None = None
     pathway: MatcherConfig = field(default_factory=MatcherConfig)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
@@ -201,6 +229,13 @@ def load(path: Path) -> Settings:
         max_bytes=_int(kith, "max_bytes", Limits.max_bytes, problems, "kith"),
         max_depth=_int(kith, "max_depth", Limits.max_depth, problems, "kith"),
     )
+    settings.kith.crl_dir = _path(base, kith.get("crl_dir"), "kith.crl_dir", problems, must_exist=True)
+    require = kith.get("require_signature", False)
+    if not isinstance(require, bool):
+        problems.add("kith.require_signature", "must be true or false")
+        require = False
+    settings.kith.require_signature = require
+    settings.kith.senders = _senders(kith.get("sender", []), problems)
     signing = raw.get("signing")
     if isinstance(signing, dict):
         key = _path(base, signing.get("key"), "signing.key", problems, must_exist=True)
@@ -237,6 +272,7 @@ def load(path: Path) -> Settings:
     settings.hub_outbox = (
         _path(base, hub.get("outbox"), "hub.outbox", problems) or settings.state_dir / "outbox"
     )
+    settings.hub_group = _group(hub.get("group"), "hub.group", problems)
     settings.municipalities = _municipalities(raw.get("municipality", []), base, settings.state_dir, problems)
     registry = raw.get("gp_registry")
     if registry is not None:
@@ -288,25 +324,90 @@ def _intake(section: Any, base: Path, state_dir: Path, problems: _Problems) -> I
         return IntakeSettings()
     spool = _path(base, section.get("spool"), "intake.spool", problems) if "spool" in section else None
     smtp = section.get("smtp")
-    host, port = None, 2525
+    smtp_settings = None
     if smtp is not None:
         if not isinstance(smtp, dict):
             problems.add("intake.smtp", "must be a table with host and port")
         else:
-            host = smtp.get("host", "127.0.0.1")
-            port = smtp.get("port", 2525)
-            if not isinstance(host, str) or not host:
-                problems.add("intake.smtp.host", "must be a host name or address")
-            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
-                problems.add("intake.smtp.port", "must be a port number (0 picks a free one)")
-                port = 2525
+            smtp_settings = _smtp_intake(smtp, base, problems)
     return IntakeSettings(
         spool=spool,
         settle_seconds=_number(section, "settle_seconds", 1.0, problems, "intake"),
         poll_seconds=_number(section, "poll_seconds", 1.0, problems, "intake"),
-        smtp_host=host if isinstance(host, str) else None,
-        smtp_port=int(port),
+        smtp=smtp_settings,
     )
+
+
+def _smtp_intake(smtp: dict[str, Any], base: Path, problems: _Problems) -> SmtpIntakeSettings:
+    d = SmtpIntakeSettings()
+    host = smtp.get("host", d.host)
+    port = smtp.get("port", d.port)
+    if not isinstance(host, str) or not host:
+        problems.add("intake.smtp.host", "must be a host name or address")
+        host = d.host
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+        problems.add("intake.smtp.port", "must be a port number (0 picks a free one)")
+        port = d.port
+    allow = smtp.get("allow", [])
+    if not isinstance(allow, list) or not all(isinstance(x, str) and x for x in allow):
+        problems.add("intake.smtp.allow", 'must be a list of addresses or networks, e.g. ["10.0.0.0/8"]')
+        allow = []
+    max_message = smtp.get("max_message_bytes")
+    if max_message is not None and (
+        not isinstance(max_message, int) or isinstance(max_message, bool) or max_message <= 0
+    ):
+        problems.add("intake.smtp.max_message_bytes", "must be a positive whole number")
+        max_message = None
+    cert = _path(base, smtp.get("tls_cert"), "intake.smtp.tls_cert", problems, must_exist=True)
+    key = _path(base, smtp.get("tls_key"), "intake.smtp.tls_key", problems, must_exist=True)
+    if (cert is None) != (key is None):
+        problems.add("intake.smtp", "tls_cert and tls_key go together")
+    return SmtpIntakeSettings(
+        host=host,
+        port=port,
+        max_connections=_int(smtp, "max_connections", d.max_connections, problems, "intake.smtp"),
+        idle_timeout_seconds=_number(
+            smtp, "idle_timeout_seconds", d.idle_timeout_seconds, problems, "intake.smtp"
+        ),
+        max_message_bytes=max_message,
+        max_recipients=_int(smtp, "max_recipients", d.max_recipients, problems, "intake.smtp"),
+        allow=tuple(map(str, allow)),
+        tls_cert=cert,
+        tls_key=key,
+    )
+
+
+def _group(value: Any, key: str, problems: _Problems) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        problems.add(key, "must be the name of a Unix group")
+        return None
+    return value
+
+
+def _senders(value: Any, problems: _Problems) -> dict[str, SenderTrust]:
+    out: dict[str, SenderTrust] = {}
+    if not isinstance(value, list):
+        problems.add("kith.sender", "must be an array of tables ([[kith.sender]])")
+        return out
+    for i, item in enumerate(value):
+        key = f"kith.sender[{i}]"
+        if not isinstance(item, dict):
+            problems.add(key, "must be a table")
+            continue
+        her_id = item.get("her_id")
+        if not (isinstance(her_id, str) and her_id.isdigit()):
+            problems.add(f"{key}.her_id", "must be a HER-id written as a string of digits")
+            continue
+        org = item.get("organisation_number")
+        if org is not None and not (isinstance(org, str) and org.isdigit() and len(org) == 9):
+            problems.add(f"{key}.organisation_number", "must be a 9-digit organisation number as a string")
+            org = None
+        require = item.get("require_signature")
+        if require is not None and not isinstance(require, bool):
+            problems.add(f"{key}.require_signature", "must be true or false")
+            require = None
+        out[her_id] = SenderTrust(her_id, org, require)
+    return out
 
 
 def _smtp(section: Any, problems: _Problems) -> SmtpSettings:
@@ -412,7 +513,8 @@ def _destination(
             problems.add(f"{key}.address", "must be an e-mail address for transport smtp")
     elif her_id is None:
         problems.add(f"{key}.her_id", "is required for transport hub")
-    return Destination(name, her_id, cast(Transport, transport), path, address)
+    group = _group(value.get("group"), f"{key}.group", problems)
+    return Destination(name, her_id, cast(Transport, transport), path, address, group)
 
 
 def _municipalities(value: Any, base: Path, state_dir: Path, problems: _Problems) -> list[Municipality]:

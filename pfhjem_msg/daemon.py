@@ -150,15 +150,15 @@ class Daemon:
             scheduler.add_job(self._guarded(self.refresh_metrics), "interval", seconds=every, id="metrics",
                               next_run_time=self.clock())  # fmt: skip
         scheduler.start()
-        if self.settings.intake.smtp_host:
+        if self.settings.intake.smtp is not None:
             from pfhjem_msg.intake.smtp import StoringHandler, start_server
 
             handler = StoringHandler(self.store, self.clock, intake, wake.set)
             server = await start_server(
                 handler,
-                self.settings.intake.smtp_host,
-                self.settings.intake.smtp_port,
-                self.settings.kith.limits.max_bytes,
+                self.settings.intake.smtp.host,
+                self.settings.intake.smtp.port,
+                self.settings.intake.smtp.max_message_bytes or self.settings.kith.limits.max_bytes,
             )
             info["smtp_port"] = server.sockets[0].getsockname()[1]
         await loop.run_in_executor(worker, self.pipeline.drafts.ready)

@@ -46,6 +46,17 @@ def _accepted() -> SignatureConfiguration:
 
 
 @dataclass(frozen=True)
+class SenderTrust:
+    """What the operator knows of one sender (by HER-id): the organisation number its
+    enterprise certificate must carry, and whether its messages must be signed."""
+
+    her_id: str
+    organisation_number: str | None = None
+    require_signature: bool | None = None
+    """None: the global ``[kith] require_signature``."""
+
+
+@dataclass(frozen=True)
 class SignatureResult:
     status: SignatureStatus
     reason: str | None = None
