@@ -60,7 +60,11 @@ def _options(args: argparse.Namespace, settings: Settings | None) -> Options:
         limits = replace(limits, max_bytes=args.max_bytes)
     if getattr(args, "max_depth", None):
         limits = replace(limits, max_depth=args.max_depth)
-    return Options(schemas=load_schema_set(schemas_dir), limits=limits, trust_anchors=trust)
+    options = Options(schemas=load_schema_set(schemas_dir), limits=limits, trust_anchors=trust)
+    if settings is not None:
+        options.crl_dir, options.senders = settings.kith.crl_dir, settings.kith.senders
+        options.require_signature = settings.kith.require_signature
+    return options
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -268,7 +268,7 @@ def cmd_audit(args: argparse.Namespace, store: OperatorStore) -> int:
 
 
 def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
-    st = ops.status(store, now())
+    st = ops.status(store, now(), settings_of(args).kith.crl_dir)
     if args.json:
         _dump(st.as_dict())
         return 1 if st.problems else 0

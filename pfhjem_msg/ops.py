@@ -13,11 +13,13 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.kith.apprec import apprec_status
+from pfhjem_msg.kith.crl import crl_warnings
 from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.store.base import DeliveryInfo, Event, MessageFilter, MessageRow, OperatorStore, StatusFacts
 
@@ -328,9 +330,9 @@ class Status:
         }
 
 
-def status(store: OperatorStore, now: datetime) -> Status:
+def status(store: OperatorStore, now: datetime, crl_dir: Path | None = None) -> Status:
     facts = store.status_facts(now, now - RECEIPT_DEADLINE)
-    problems = []
+    problems = crl_warnings(crl_dir, now)
     for state in ("failed", "held"):
         if facts.counts.get(state):
             problems.append(
