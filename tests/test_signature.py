@@ -285,3 +285,26 @@ def test_gp_copy_is_signed_with_the_configured_key(official_schemas: SchemaSet) 
     assert official_schemas.validate(root) == []
     tampered = etree.fromstring(xml.replace(b"Fjordvik legesenter", b"Fjordvik legesentre"))
     assert verify(tampered).status == "invalid"
+
+
+def test_older_kith_form_inclusive_c14n_and_sha1_verifies_with_a_warning(tmp_path: Path) -> None:
+    """The older signed KITH messages: inclusive c14n 1.0, RSA-SHA1, SHA-1 digests."""
+    from signxml import XMLSigner
+    from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
+
+    class OldSigner(XMLSigner):
+        def check_deprecated_methods(self) -> None:
+            """signxml refuses to make SHA-1 signatures; old senders made them."""
+
+    pki = Pki()
+    signer = OldSigner(
+        signature_algorithm=SignatureMethod.RSA_SHA1,
+        digest_algorithm=DigestAlgorithm.SHA1,
+        c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
+    )
+    key = signing_key(pki.leaf(), pki.inter)
+    data = etree.tostring(signer.sign(message(), key=key.key_pem, cert=key.cert_pem.decode()))
+    result = verify(etree.fromstring(data), pki.anchors(tmp_path))
+    assert result.status == "valid" and result.weak_algorithm
+    changed = verify(etree.fromstring(data.replace(b"Tildelingskontoret", b"Tildelingskontor X")))
+    assert changed.status == "invalid" and changed.apprec_code == "S01"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +47,7 @@ def anchors(path: Path) -> tuple[x509.Certificate, ...]:
     return _anchors(path, st.st_mtime_ns, st.st_size)
 
 
-@cache
+@lru_cache(maxsize=4)  # a refreshed file replaces the entry; old ones must not pile up
 def _anchors(path: Path, _mtime_ns: int, _size: int) -> tuple[x509.Certificate, ...]:
     from cryptography import x509
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +53,7 @@ def load(crl_dir: Path) -> tuple[CrlFile, ...]:
     return _load(key)
 
 
-@cache
+@lru_cache(maxsize=4)  # a refreshed file replaces the entry; old ones must not pile up
 def _load(key: tuple[tuple[Path, int, int], ...]) -> tuple[CrlFile, ...]:
     return tuple(_read(path, size) for path, _, size in key)
 

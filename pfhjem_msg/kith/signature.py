@@ -92,13 +92,6 @@ class SigningKey:
             ) from exc
 
 
-def signature_element(kith_root: etree._Element) -> etree._Element | None:
-    for c in kith_root:
-        if c.tag == f"{{{DSIG_NS}}}Signature":
-            return c
-    return None
-
-
 def verify(
     kith_root: etree._Element,
     trust_anchors: Path | None = None,
