@@ -1,9 +1,11 @@
 """Enveloped XML signatures in MsgHead (the last child ``ds:Signature``).
 
-Verification checks the signature against the certificate the message carries, and, when
-the operator configures trust anchors (the CA certificates of Buypass and Commfides), that
-the certificate chains to one of them. Without trust anchors a valid signature proves the
-message is unchanged since signing, not who signed it; the result says so.
+A signature counts only when it covers the whole message as the product reads it (one
+Reference, ``URI=""``; see ``verify``). Its certificate must be valid at the message's time;
+with trust anchors (the CA certificates of Buypass and Commfides) it must chain to one of
+them through real CAs (``certpath``), and with a CRL directory it must not be revoked
+(``crl``). Without trust anchors a valid signature proves the message is unchanged since
+signing, not who signed it; the result says so.
 """
 
 from __future__ import annotations
