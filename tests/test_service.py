@@ -48,7 +48,9 @@ class Service:
             if len(found) >= count:
                 return found[count - 1]
             assert time.time() < deadline, f"no {event} in time:\n{self.log.read_text()[-3000:]}"
-            assert self.proc.poll() is None, f"the daemon exited {self.proc.returncode}:\n{self.log.read_text()}"
+            assert self.proc.poll() is None, (
+                f"the daemon exited {self.proc.returncode}:\n{self.log.read_text()}"
+            )
             time.sleep(0.05)
 
     def stop(self) -> int:
@@ -296,7 +298,7 @@ def _as_nobody(gid: int | None, path: Path) -> subprocess.CompletedProcess[bytes
         os.setgid(gid if gid is not None else 65534)
         os.setuid(65534)
 
-    return subprocess.run(["cat", str(path)], capture_output=True, preexec_fn=drop_privileges)  # noqa: PLW1509
+    return subprocess.run(["cat", str(path)], capture_output=True, preexec_fn=drop_privileges)
 
 
 def test_deliveries_are_group_readable_under_umask_0077_and_the_store_stays_private(
