@@ -103,9 +103,10 @@ def test_sighup_applies_a_valid_edit_and_keeps_the_running_config_on_an_invalid_
 
         edited = original.replace('path = "var/case-units/fjordvik"', 'path = "var/case-units/fjordvik-new"')
         edited = edited.replace('state_dir = "var"', 'state_dir = "var2"')  # needs a restart
+        edited = edited.replace("workers = 1", "workers = 2")  # a new pool of drafting processes
         config.write_text(edited, encoding="utf-8")
         s.proc.send_signal(signal.SIGHUP)
-        s.wait_for("daemon.reloaded")
+        assert s.wait_for("daemon.reloaded")["workers"] == 2
         restart = s.wait_for("daemon.reload_needs_restart")
         assert restart["keys"] == ["state_dir"]
         second = drop(inbox)
@@ -114,7 +115,7 @@ def test_sighup_applies_a_valid_edit_and_keeps_the_running_config_on_an_invalid_
         assert not (tmp_path / "var2").exists(), "state_dir changed without a restart"
 
         errors_before = sum(1 for x in s.lines() if x.get("level") == "error")
-        config.write_text(edited.replace("workers = 1", 'workers = "many"'), encoding="utf-8")
+        config.write_text(edited.replace("workers = 2", 'workers = "many"'), encoding="utf-8")
         s.proc.send_signal(signal.SIGHUP)
         rejected = s.wait_for("daemon.reload_rejected")
         assert rejected["problems"] == ["daemon.workers: must be a positive whole number"]
