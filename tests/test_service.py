@@ -118,7 +118,7 @@ def test_sighup_applies_a_valid_edit_and_keeps_the_running_config_on_an_invalid_
         config.write_text(edited.replace("workers = 2", 'workers = "many"'), encoding="utf-8")
         s.proc.send_signal(signal.SIGHUP)
         rejected = s.wait_for("daemon.reload_rejected")
-        assert rejected["problems"] == ["daemon.workers: must be a positive whole number"]
+        assert len(rejected["problems"]) == 1 and rejected["problems"][0].startswith("daemon.workers")
         third = drop(inbox)
         wait_for_file(units / "fjordvik-new", third)  # the last good configuration stays in force
         assert s.proc.poll() is None
