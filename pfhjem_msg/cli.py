@@ -183,11 +183,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pfhjem_msg.daemon import Daemon, catch_early_reload
+
+    if not args.once:
+        catch_early_reload()  # systemd may send SIGHUP as soon as the process exists
     settings = _settings(args, required=True)
     assert settings is not None
     configure_logs(args.log_level)
-    from pfhjem_msg.daemon import Daemon
-
     daemon = Daemon(settings)
     return daemon.run_once() if args.once else daemon.run_service()
 

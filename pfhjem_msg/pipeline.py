@@ -236,6 +236,7 @@ class Pipeline:
         done: list[int] = []
         files: list[tuple[DeliveryRow, dir_transport.FileDelivery]] = []
         directories: dict[str, Path] = {}
+        groups = readable_by(self.settings)
         for d in due:
             kind, _, target = d.destination.partition(":")
             metrics.child(
@@ -247,7 +248,8 @@ class Pipeline:
                     if kind == "hub"
                     else (directories.get(target) or directories.setdefault(target, Path(target)))
                 )
-                files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload)))
+                group = self.settings.hub_group if kind == "hub" else groups.get(target)
+                files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload, group)))
                 continue
             try:
                 if kind != "smtp":
@@ -337,6 +339,16 @@ class Pipeline:
             log.warning("receipt.overdue", delivery_id=d.id, message_id=d.message_id, out_msg_id=d.out_msg_id,
                         gp_her=d.her_id)  # fmt: skip
         return len(flagged)
+
+
+def readable_by(settings: Settings) -> dict[str, str]:
+    """Directory destination → the Unix group that may read what is delivered there."""
+    return {
+        str(dest.path): dest.group
+        for m in settings.municipalities
+        for dest in (m.case_unit, m.default, m.kreftkoordinator)
+        if dest is not None and dest.transport == "dir" and dest.group
+    }
 
 
 def _subject(d: DeliveryRow) -> str:
