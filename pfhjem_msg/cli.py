@@ -112,7 +112,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = _settings(args, required=True)
     assert settings is not None
     options = _options(args, settings)
-    registry = GPRegistry(settings.gp_registry) if settings.gp_registry else None
+    registry = GPRegistry(settings.gp_registry, log_problems=False) if settings.gp_registry else None
     path = Path(args.path)
     if not path.is_file():
         raise UsageError(f"{args.path}: no such file")
@@ -171,7 +171,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     load_schema_set(settings.kith.schemas)
     problems: list[str] = []
     if settings.gp_registry is not None:
-        problems += GPRegistry(settings.gp_registry).problems
+        problems += GPRegistry(settings.gp_registry, log_problems=False).problems
     if not settings.municipalities:
         problems.append("no [[municipality]] is configured: every message would go unrouted")
     for p in problems:
