@@ -45,7 +45,8 @@ def parse_time(value: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a time: give 2026-11-22, 2026-11-22T08:00, or an age such as 6h or 2d"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=OSLO)
+    # in UTC, as the store keeps (and compares) its times
+    return (moment if moment.tzinfo else moment.replace(tzinfo=OSLO)).astimezone(UTC)
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -296,7 +297,7 @@ def cmd_audit(args: argparse.Namespace, store: OperatorStore) -> int:
                 "detail": e.detail} for e in entries])  # fmt: skip
         return 0
     if not entries:
-        since = f" since {args.since.isoformat(timespec='minutes')}" if args.since else ""
+        since = f" since {args.since.astimezone(OSLO).isoformat(timespec='minutes')}" if args.since else ""
         print(f"no audit entries{since}: no operator has changed a message, shown patient data or pruned")
     for e in entries:
         target = f"message {e.message_id}" if e.message_id else "-"
