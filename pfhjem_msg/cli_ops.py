@@ -87,17 +87,18 @@ def _states(given: list[str] | None) -> tuple[str, ...]:
     return states
 
 
-def _msg_type(given: str | None) -> str | None:
+def _msg_type(given: str | None, store: OperatorStore) -> str | None:
+    """A known 8279 type, or one a stored message has (the list grows; senders are ahead)."""
     if given is None:
         return None
     value = given.strip().upper()
-    if not is_known_message_type(value):
+    if not is_known_message_type(value) and not store.list_messages(MessageFilter(msg_type=value, limit=1)):
         more = ", " + ", ".join(p + "…" for p in MESSAGE_TYPE_PREFIXES)
         raise refuse_unknown("--type", given, MESSAGE_TYPES, more)
     return value
 
 
-def _filter(args: argparse.Namespace, limit: int | None) -> MessageFilter:
+def _filter(args: argparse.Namespace, limit: int | None, store: OperatorStore) -> MessageFilter:
     if args.since and args.until and args.since >= args.until:
         raise OperatorRefused("--since must be earlier than --until: no message can match both")
     return MessageFilter(
@@ -106,7 +107,7 @@ def _filter(args: argparse.Namespace, limit: int | None) -> MessageFilter:
         until=args.until,
         sender=args.sender,
         receiver=args.receiver,
-        msg_type=_msg_type(args.type),
+        msg_type=_msg_type(args.type, store),
         marked=args.marked,
         limit=limit,
     )
@@ -135,7 +136,7 @@ def _row_dict(r: MessageRow) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
-    rows = store.list_messages(_filter(args, args.limit))
+    rows = store.list_messages(_filter(args, args.limit, store))
     patients = {}
     if args.show_patient:
         patients = {r.id: ops.patient_of(store, r) for r in rows}
@@ -254,7 +255,7 @@ def cmd_replay(args: argparse.Namespace, store: OperatorStore) -> int:
     if args.ids:
         ids = [ops.find(store, i) for i in args.ids]
     elif args.state:
-        ids = ops.select(store, _filter(args, args.limit))
+        ids = ops.select(store, _filter(args, args.limit, store))
     else:
         raise OperatorRefused("say what to replay: message ids, or --state failed|rejected|held with filters")
     plans = [ops.plan_replay(store, i, args.from_start, args.force_duplicate) for i in ids]

@@ -87,6 +87,22 @@ def test_filter_values_in_another_case_still_match(
     assert code == 0 and len(json.loads(out)) == 2
 
 
+def test_a_type_not_in_our_list_is_accepted_when_a_stored_message_has_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    data = (SAMPLES / "dlg11-unmarked.xml").read_text(encoding="utf-8")
+    data = data.replace(
+        '<Type V="DIALOG_HELSEFAGLIG" DN="Helsefaglig dialog"/>', '<Type V="DIALOG_NYTT" DN="Ny"/>'
+    )
+    (tmp_path / "var" / "inbox" / "a.xml").write_text(data, encoding="utf-8")
+    Daemon(load(config)).run_once()
+    code, out, _ = _cli(capsys, config, "messages", "list", "--type", "dialog_nytt", "--json")
+    assert code == 0 and [m["msg_type"] for m in json.loads(out)] == ["DIALOG_NYTT"]
+    code, _, err = _cli(capsys, config, "messages", "list", "--type", "DIALOG_NYT")
+    assert code == 2 and "is unknown" in err
+
+
 def test_municipality_is_a_case_insensitive_prefix_and_ambiguity_names_the_matches(
     processed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
