@@ -307,6 +307,12 @@ class Status:
     followups: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per municipality: open (window ahead), due (window open), overdue (window passed)."""
 
+    @property
+    def held(self) -> int:
+        """Held messages wait for a person, not for the daemon: they are counted on their own
+        and never as unfinished, so a held message does not look like a stuck daemon."""
+        return self.facts.counts.get("held", 0)
+
     def as_dict(self) -> dict[str, Any]:
         f = self.facts
         age = (self.now - f.oldest_unfinished[1]).total_seconds() if f.oldest_unfinished else None
@@ -320,6 +326,7 @@ class Status:
                 "received_at": f.oldest_unfinished[1].isoformat(),
                 "age_seconds": age,
             },
+            "held": self.held,
             "last_intake": _iso(f.last_intake),
             "deliveries_waiting": f.deliveries_waiting,
             "oldest_delivery_waiting_seconds": waiting_age,

@@ -282,13 +282,16 @@ class Pipeline:
             else None
         )
         self.store.delivery_failed(d.id, str(exc), now, retry_at)
+        # The class of what went wrong (the SMTP or OS exception under ours) and where: enough to
+        # tell a refused address from a peer that is down without reading the store; the error
+        # text stays in the store, as a peer's reply may quote anything.
+        where = {"delivery_id": d.id, "message_id": d.message_id, "kind": d.kind, "attempt": d.attempts + 1,
+                 "destination": d.destination, "error_class": type(exc.__cause__ or exc).__name__}  # fmt: skip
         if retry_at is None:
-            log.error("delivery.failed", delivery_id=d.id, message_id=d.message_id, kind=d.kind,
-                      attempt=d.attempts + 1)  # fmt: skip
+            log.error("delivery.failed", **where)
             self._log(d.message_id, "failed", None)
         else:
-            log.warning("delivery.retry", delivery_id=d.id, message_id=d.message_id, kind=d.kind,
-                        attempt=d.attempts + 1)  # fmt: skip
+            log.warning("delivery.retry", **where, next_attempt_at=retry_at.isoformat(timespec="seconds"))
 
     # -- follow-ups --------------------------------------------------------------------------
 
