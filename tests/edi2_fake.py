@@ -628,14 +628,17 @@ def _handler(fake: FakeService) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra, answer = fake.handle(self.command, self.path, headers, body)
             data = b"" if answer is None else json.dumps(answer).encode()
-            self.send_response(status)
-            for k, v in extra.items():
-                self.send_header(k, v)
-            if data:
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                if data:
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up waiting (an injected stall)
 
         do_GET = do_POST = do_PUT = _serve
 

@@ -23,7 +23,8 @@ The protocol, per service message (each step is durable before the next begins):
    for an operator rather than risk a second AppRec or none. The description offers no
    idempotency key for the POST, so asking is the only way to close that window.
 6. **Mark read** (``PUT /Messages/{id}/read/{herId}``), then record it (``edi2_read``). Marking
-   read twice is harmless, so a crash between the two only repeats the PUT.
+   read twice is harmless, so a crash between the two only repeats the PUT; a message the
+   service lists again after we marked it read is marked read again, nothing more.
 
 A message the service refuses to act on (400, or 404 for an id it no longer knows) is held
 with the service's ``requestId`` and error text (``edi2_hold``); it stays unread there and
@@ -164,8 +165,11 @@ class Edi2Intake:
                 result.duplicates += 1
                 continue
             seen.add(listed.id)
-            if self.store.edi2_record(listed.id) is not None:
+            known = self.store.edi2_record(listed.id)
+            if known is not None:
                 result.duplicates += 1
+                if known.read:
+                    self._read_again(known)
                 continue
             self._store(listed, result)
         return result
@@ -182,6 +186,15 @@ class Edi2Intake:
         result.stored += 1
         log.info("message.received", message_id=accepted.message_id, source="edi2", service_id=listed.id,
                  receiver_her=listed.receiver_her, sender_her=listed.sender_her, new=accepted.new)  # fmt: skip
+
+    def _read_again(self, rec: Edi2Record) -> None:
+        """The service lists a message we have marked read (it delivered it again): mark it
+        read again, or it would come back in every listing and crowd out new messages."""
+        try:
+            self.client.mark_read(rec.service_id, rec.receiver_her)
+        except Edi2RequestRejected as exc:
+            log.warning("edi2.read_again_refused", message_id=rec.message_id, service_id=rec.service_id,
+                        status=exc.status, request_id=exc.request_id)  # fmt: skip
 
     def settle(self, result: RoundResult | None = None, limit: int = 500) -> RoundResult:
         """Steps 5 and 6 for every stored message the daemon has decided about."""
