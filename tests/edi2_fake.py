@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 SPEC_PATH = Path(__file__).resolve().parent.parent.parent / "shared" / "edi2" / "msh-api-v2.json"
 TOKEN_PATH = "/connect/token"
@@ -383,9 +384,10 @@ class FakeService:
     def _check_assertion(self, assertion: str) -> list[str]:
         try:
             header = jwt.get_unverified_header(assertion)
-            claims = jwt.decode(assertion, self.public_key, algorithms=["RS256", "ES256"], audience=self.token_url,
+            algorithms = ["RS256"] if isinstance(self.public_key, rsa.RSAPublicKey) else ["ES256"]
+            claims = jwt.decode(assertion, self.public_key, algorithms=algorithms, audience=self.token_url,
                                 issuer=self.client_id, options={"require": ["exp", "iat", "jti", "sub"]})  # fmt: skip
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
             return [f"client assertion: {type(exc).__name__}: {exc}"]
         problems = []
         if header.get("kid") != self.kid:

@@ -97,14 +97,13 @@ class Edi2Client:
     # -- the calls --------------------------------------------------------------------------
 
     def unread(self, her_ids: tuple[int, ...] | None = None) -> list[ServiceMessage]:
-        """Unread messages to our HER-ids, oldest business document first."""
+        """Unread messages to our HER-ids (in the service's default order: oldest GenDate first)."""
         params: list[tuple[str, str | int]] = [
             ("ReceiverHerIds", h) for h in (her_ids or self.settings.her_ids)
         ]
         params += [
             ("IncludeMetadata", "true"),
             ("MessagesToFetch", self.settings.batch),
-            ("OrderBy", "Ascending"),
         ]
         body = self._call("GET", "/Messages", "the listing of unread messages", params=params).json()
         if not isinstance(body, list):

@@ -29,9 +29,9 @@ The protocol, per service message (each step is durable before the next begins):
 A message the service refuses to act on (400, or 404 for an id it no longer knows) is held
 with the service's ``requestId`` and error text (``edi2_hold``); it stays unread there and
 known here, so it is neither fetched again nor answered until an operator releases it.
-Refused credentials (401/403 after one renewal) and transient failures (5xx, timeouts) end
-the round: nothing half-done is lost, and the next round starts again from step 1 after the
-retry policy's delay. ``health`` tells ``status`` whether intake is failing and why.
+Refused credentials (401/403 after one renewal), transient failures (5xx, timeouts) and a
+refused listing (400: a HER-id the service does not accept) end the round: nothing half-done
+is lost, and the next round starts again from step 1 after the retry policy's delay. ``health`` tells ``status`` whether intake is failing and why.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class Edi2Intake:
         try:
             self.take_in(result)
             self.settle(result, limit)
-        except (Edi2AuthError, TransientDeliveryError) as exc:
+        except (Edi2AuthError, TransientDeliveryError, Edi2RequestRejected) as exc:
             self._failed(exc, result)
         else:
             self.health = Edi2Health(last_success=self.clock())
@@ -252,7 +252,8 @@ class Edi2Intake:
         request_id = exc.request_id if isinstance(exc, Edi2RequestRejected) else None
         log.error("edi2.held", message_id=rec.message_id, service_id=rec.service_id, request_id=request_id)
 
-    def _failed(self, exc: Edi2AuthError | TransientDeliveryError, result: RoundResult) -> None:
+    def _failed(self, exc: Edi2AuthError | PermanentDeliveryError | TransientDeliveryError,
+                result: RoundResult) -> None:  # fmt: skip
         now = self.clock()
         h = self.health
         h.failures += 1

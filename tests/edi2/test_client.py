@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm
 
 from pfhjem_msg.edi2 import dpop
@@ -248,3 +250,28 @@ def test_private_key_never_in_repr_or_logs(fake: FakeService, client_key: Client
     shown = repr(settings) + repr(settings.helseid) + repr(key) + repr(token)
     assert str(client_key.path) not in shown and pem[40:80] not in shown and token.value not in shown
     assert pickle.loads(pickle.dumps(settings)) == settings
+
+
+def test_replayed_dpop_proof_is_refused(fake: FakeService, client_key: ClientKey) -> None:
+    """A proof captured on the wire and sent again (same jti) does not pass."""
+    captured: list[httpx.Request] = []
+    client = client_for(fake, client_key)
+    client.http.event_hooks["request"] = [captured.append]
+    client.unread()
+    listing = next(r for r in captured if r.url.path == "/Messages")
+    replayed = httpx.get(str(listing.url), headers=dict(listing.headers))
+    assert replayed.status_code == 401
+    assert "DPoP: jti used twice" in fake.problems
+
+
+def test_client_assertion_signed_with_another_key_is_refused(
+    fake: FakeService, client_key: ClientKey, tmp_path: Path
+) -> None:
+    """Same kid, same algorithm, another RSA key: the signature does not verify."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "other.pem"
+    path.write_bytes(other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))  # fmt: skip
+    with pytest.raises(Edi2AuthError, match="registered public key"):
+        client_for(fake, ClientKey(path, client_key.private, client_key.kid)).unread()
+    assert any(p.startswith("client assertion: InvalidSignatureError") for p in fake.problems)

@@ -295,3 +295,13 @@ def test_server_errors_are_retried_by_the_policy(fake: FakeService, client_key: 
     clock.now = (i.health.retry_at or clock.now) + timedelta(seconds=1)
     i.round()
     assert fake.inbound[ok].read and fake.posts_for(ok) == 1 and i.health.failures == 0
+
+
+def test_refused_listing_shows_as_failing_with_the_request_id(
+    fake: FakeService, client_key: ClientKey
+) -> None:
+    fake.inject("GetMessages", 400)
+    i = intake(fake, client_key, MemoryStore())
+    i.round()
+    assert i.health.failures == 1 and not i.health.auth_failing
+    assert "requestId" in (i.health.last_error or "") and i.health.retry_at is not None
