@@ -305,3 +305,19 @@ def test_refused_listing_shows_as_failing_with_the_request_id(
     i.round()
     assert i.health.failures == 1 and not i.health.auth_failing
     assert "requestId" in (i.health.last_error or "") and i.health.retry_at is not None
+
+
+def test_no_payload_in_logs_or_errors(
+    fake: FakeService, client_key: ClientKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = b"<?xml version='1.0' encoding='UTF-8'?>\n<MsgHead>Kari Nordmann 01017012345 broken</MsgHead>\n"
+    sid = fake.add_inbound(secret, OUR_HER, SENDER_HER)
+    fake.inject("PostAppRec", 400)
+    store = MemoryStore()
+    i = intake(fake, client_key, store)
+    i.take_in()
+    store.daemon()
+    result = i.settle()
+    shown = capsys.readouterr()
+    text = shown.out + shown.err + " ".join(result.errors) + (store.records[sid].held or "")
+    assert sid in text and "Kari" not in text and "01017012345" not in text
