@@ -18,9 +18,9 @@ from jwt.algorithms import ECAlgorithm
 
 from pfhjem_msg.edi2 import dpop
 from pfhjem_msg.edi2.answer import AppRecAnswer, receipt_of
-from pfhjem_msg.edi2.client import Edi2RequestRejected
+from pfhjem_msg.edi2.client import Edi2Client, Edi2RequestRejected
 from pfhjem_msg.edi2.dpop import load_signing_key
-from pfhjem_msg.edi2.helseid import Edi2AuthError
+from pfhjem_msg.edi2.helseid import Edi2AuthError, Token
 from pfhjem_msg.errors import ConfigError, TransientDeliveryError
 from pfhjem_msg.kith import apprec
 from pfhjem_msg.kith.batch import examine_file
@@ -275,3 +275,25 @@ def test_client_assertion_signed_with_another_key_is_refused(
     with pytest.raises(Edi2AuthError, match="registered public key"):
         client_for(fake, ClientKey(path, client_key.private, client_key.kid)).unread()
     assert any(p.startswith("client assertion: InvalidSignatureError") for p in fake.problems)
+
+
+def test_fake_refuses_what_the_description_does_not_allow(fake: FakeService, client_key: ClientKey) -> None:
+    """The fake's checks have teeth: a body outside the schema and a missing required header
+    are refused with 400 and named."""
+    sid = fake.add_inbound(DOC, OUR_HER, SENDER_HER)
+    client = client_for(fake, client_key)
+    with pytest.raises(Edi2RequestRejected) as caught:
+        client._call("POST", f"/Messages/{sid}/apprec/{OUR_HER}", "a malformed AppRec",
+                     json={"appRecStatus": 1, "extra": True}, expect=(201,))  # fmt: skip
+    assert caught.value.status == 400
+    assert any("body.appRecStatus: expected string" in p for p in fake.problems)
+    assert any("property 'extra' not in the schema" in p for p in fake.problems)
+
+    class Anonymous(Edi2Client):
+        def _headers(self, method: str, url: str, token: Token) -> dict[str, str]:
+            return {k: v for k, v in super()._headers(method, url, token).items() if k != "nhn-source-system"}
+
+    with pytest.raises(Edi2RequestRejected):
+        Anonymous(settings_for(fake, client_key)).unread()
+    assert any("required header parameter nhn-source-system missing" in p for p in fake.problems)
+    assert fake.apprec_posts == []
