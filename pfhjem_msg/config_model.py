@@ -53,7 +53,8 @@ def _problem(kind: str, message: str, key: str | None = None) -> PydanticCustomE
 
 
 def _resolve(value: Any, info: ValidationInfo) -> Path:
-    if not isinstance(value, str) or not value:
+    """A path from the file (text) or a default (a Path), made absolute."""
+    if not isinstance(value, str | Path) or not str(value):
         raise _problem("path_type", "must be a path written in quotes")
     path = Path(value)
     if not path.is_absolute():
