@@ -8,6 +8,7 @@ may be given as ``env:NAME`` and are read from the environment.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -202,7 +203,9 @@ def _load(path: Path) -> tuple[model.ConfigFile, Settings]:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigProblems(path, [Problem("(file)", f"is not valid TOML: {exc}")]) from exc
+        at = re.search(r"at line (\d+)", str(exc))
+        problem = Problem("(file)", f"is not valid TOML: {exc}", int(at.group(1)) if at else None)
+        raise ConfigProblems(path, [problem]) from exc
     lines = key_lines(text)
     try:
         file = model.ConfigFile.model_validate(raw, context={"base": path.resolve().parent})
