@@ -12,14 +12,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
-from pfhjem_msg import config_model as model
 from pfhjem_msg.config_lines import key_lines
-from pfhjem_msg.config_model import default_workers
-from pfhjem_msg.config_problems import ConfigProblems, Problem, from_validation, problem_at
+from pfhjem_msg.config_problems import ConfigProblems, Problem, problem_at
 from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
@@ -28,8 +24,12 @@ from pfhjem_msg.pathway import MatcherConfig
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.transport.smtp import SmtpSettings
 
+if TYPE_CHECKING:
+    from pfhjem_msg import config_model as model
+
 DEFAULT_PATHS = ("/etc/pfhjem-msg/config.toml",)
 MASK = "********"
+ENV_PREFIX = "env:"
 __all__ = ["ConfigError", "ConfigProblems", "Settings", "default_workers", "effective", "find_config", "load"]
 
 
@@ -156,9 +156,14 @@ class Settings:
 
 def resolve_env(value: str) -> str | None:
     """``env:NAME`` → the environment variable NAME (None if unset); anything else as is."""
-    if value.startswith(model.ENV_PREFIX):
-        return os.environ.get(value[len(model.ENV_PREFIX) :])
+    if value.startswith(ENV_PREFIX):
+        return os.environ.get(value[len(ENV_PREFIX) :])
     return value
+
+
+def default_workers() -> int:
+    """One drafting process per core, at most four: beyond that the store is the limit."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def find_config(explicit: str | None) -> Path:
@@ -186,7 +191,7 @@ def effective(path: Path) -> dict[str, Any]:
     file, _ = _load(path)
     data = file.model_dump(mode="json")
     password = data["smtp"].get("password")
-    if password is not None and not password.startswith(model.ENV_PREFIX):
+    if password is not None and not password.startswith(ENV_PREFIX):
         data["smtp"]["password"] = MASK
     return data
 
@@ -206,6 +211,13 @@ def _load(path: Path) -> tuple[model.ConfigFile, Settings]:
         at = re.search(r"at line (\d+)", str(exc))
         problem = Problem("(file)", f"is not valid TOML: {exc}", int(at.group(1)) if at else None)
         raise ConfigProblems(path, [problem]) from exc
+    # pydantic and the model are imported here, not at the top, so that worker processes and
+    # commands that never read a configuration do not pay for building them
+    from pydantic import ValidationError
+
+    from pfhjem_msg import config_model as model
+    from pfhjem_msg.config_problems import from_validation
+
     lines = key_lines(text)
     try:
         file = model.ConfigFile.model_validate(raw, context={"base": path.resolve().parent})

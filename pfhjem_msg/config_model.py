@@ -34,21 +34,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pfhjem_msg.config import ENV_PREFIX, default_workers
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.transport.smtp import SmtpSettings
 
-ENV_PREFIX = "env:"
-
-
-def default_workers() -> int:
-    """One drafting process per core, at most four: beyond that the store is the limit."""
-    return max(1, min(4, os.cpu_count() or 1))
-
 
 def _problem(kind: str, message: str, key: str | None = None) -> PydanticCustomError:
-    """A problem with our own wording; ``key`` names the key of the table it concerns."""
+    """A problem in our own wording. A check of a whole table passes ``key``, the dotted path
+    (list positions as numbers) of the key inside the table the problem is about, so the
+    report can name that key and its line."""
     return PydanticCustomError(kind, message, {"key": key} if key else None)
 
 
@@ -63,9 +59,17 @@ def _resolve(value: Any, info: ValidationInfo) -> Path:
     return path
 
 
-def _exists(path: Path) -> Path:
-    if not path.exists():
-        raise _problem("path_missing", f"{path} does not exist; create it or correct the path")
+def _file(path: Path) -> Path:
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise _problem("path_missing", f"{path} {what}; correct the path")
+    return path
+
+
+def _directory(path: Path) -> Path:
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise _problem("path_missing", f"{path} {what}; create it or correct the path")
     return path
 
 
@@ -116,7 +120,8 @@ def _host_port(value: str) -> str:
 
 
 RelPath = Annotated[Path, BeforeValidator(_resolve)]
-ExistingPath = Annotated[Path, BeforeValidator(_resolve), AfterValidator(_exists)]
+ExistingFile = Annotated[Path, BeforeValidator(_resolve), AfterValidator(_file)]
+ExistingDir = Annotated[Path, BeforeValidator(_resolve), AfterValidator(_directory)]
 Text = Annotated[str, Field(min_length=1)]
 HerId = Annotated[str, AfterValidator(_her_id)]
 Count = Annotated[int, Field(ge=1)]
@@ -158,9 +163,9 @@ class Sender(Section):
 
 
 class KithBase(Section):
-    schemas: ExistingPath | None = None
-    trust_anchors: ExistingPath | None = None
-    crl_dir: ExistingPath | None = None
+    schemas: ExistingDir | None = None
+    trust_anchors: ExistingFile | None = None
+    crl_dir: ExistingDir | None = None
     require_signature: bool = False
     sender: list[Sender] = []
 
@@ -182,8 +187,8 @@ else:
 
 
 class Signing(Section):
-    key: ExistingPath
-    cert: ExistingPath
+    key: ExistingFile
+    cert: ExistingFile
 
 
 class Apprec(Section):
@@ -222,7 +227,7 @@ class Hub(Section):
 
 
 class GpRegistry(Section):
-    file: ExistingPath
+    file: ExistingFile
 
 
 class Pathway(Section):
@@ -239,8 +244,8 @@ class IntakeSmtp(Section):
     max_message_bytes: Count | None = None
     max_recipients: Count = 20
     allow: list[Annotated[str, AfterValidator(_network)]] = []
-    tls_cert: ExistingPath | None = None
-    tls_key: ExistingPath | None = None
+    tls_cert: ExistingFile | None = None
+    tls_key: ExistingFile | None = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> IntakeSmtp:

@@ -9,13 +9,14 @@ import typing
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from typing import TYPE_CHECKING, Any
 
 from pfhjem_msg.config_lines import Loc, line_of
 from pfhjem_msg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+    from pydantic_core import ErrorDetails
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ def _message(e: ErrorDetails, loc: Loc, model: type[BaseModel]) -> str:
 
 def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
     """The keys the table at ``loc`` may hold, for "did you mean"."""
+    from pydantic import BaseModel
+
     current: Any = model
     for part in loc:
         if isinstance(part, int):
@@ -149,6 +152,8 @@ def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
 
 def _model_in(annotation: Any) -> Any:
     """The model inside ``X | None``, ``list[X]`` or ``Annotated[X, …]``."""
+    from pydantic import BaseModel
+
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
