@@ -1,8 +1,11 @@
-"""One TOML file → typed settings. Every problem is collected and reported at once, each
-naming the key, so an operator fixes the file in one pass.
+"""One TOML file → typed settings, read and checked once. Every problem is reported at
+once, each with its key and line, so an operator fixes the file in one pass.
 
-Relative paths resolve against the directory of the config file. Secrets (SMTP passwords)
-may be given as ``env:NAME`` and are read from the environment.
+The file is checked by the model in ``config_model.py`` (unknown keys, types, ranges); what
+comes out is the plain, picklable :class:`Settings` the rest of the product uses, and that
+the daemon hands to its worker processes so they never read the file themselves. Relative
+paths resolve against the directory of the config file. Secrets (SMTP passwords) may be
+given as ``env:NAME`` and are read from the environment.
 """
 
 from __future__ import annotations
@@ -151,7 +154,7 @@ class Settings:
     metrics_refresh_seconds: float = 15.0
     """How often the gauges (messages by state, oldest unfinished, …) are read from the store."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    """The whole parsed file, for sections that later parts of the product read."""
+    """The parsed file as written (every key of it is also in a typed field above)."""
 
 
 def resolve_env(value: str) -> str | None:
