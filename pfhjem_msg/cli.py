@@ -61,7 +61,11 @@ def _options(args: argparse.Namespace, settings: Settings | None) -> Options:
         limits = replace(limits, max_bytes=args.max_bytes)
     if getattr(args, "max_depth", None):
         limits = replace(limits, max_depth=args.max_depth)
-    return Options(schemas=load_schema_set(schemas_dir), limits=limits, trust_anchors=trust)
+    options = Options(schemas=load_schema_set(schemas_dir), limits=limits, trust_anchors=trust)
+    if settings is not None:
+        options.crl_dir, options.senders = settings.kith.crl_dir, settings.kith.senders
+        options.require_signature = settings.kith.require_signature
+    return options
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -69,7 +73,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     files = list(_xml_files(args.paths))
     reports = validate_files(files, options, args.jobs)
     valid = bad = 0
-    if args.json:
+    if args.jsonl:
+        for r in reports:  # streamed: a big run is read (and piped on) while it goes
+            sys.stdout.write(json.dumps(r.data, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            bad += not r.valid
+    elif args.json:
         collected = []
         for r in reports:
             collected.append(r.data)
@@ -108,7 +117,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = _settings(args, required=True)
     assert settings is not None
     options = _options(args, settings)
-    registry = GPRegistry(settings.gp_registry) if settings.gp_registry else None
+    registry = GPRegistry(settings.gp_registry, log_problems=False) if settings.gp_registry else None
     path = Path(args.path)
     if not path.is_file():
         raise UsageError(f"{args.path}: no such file")
@@ -176,7 +185,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         problems.append(f"{path}: kith.schemas: {exc}")
     if settings is not None:
         if settings.gp_registry is not None:
-            problems += GPRegistry(settings.gp_registry).problems
+            problems += GPRegistry(settings.gp_registry, log_problems=False).problems
         if not settings.municipalities:
             problems.append(f"{path}: municipality: none is configured: every message would go unrouted")
     for p in problems:
@@ -209,11 +218,13 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pfhjem_msg.daemon import Daemon, catch_early_reload
+
+    if not args.once:
+        catch_early_reload()  # systemd may send SIGHUP as soon as the process exists
     settings = _settings(args, required=True)
     assert settings is not None
     configure_logs(args.log_level)
-    from pfhjem_msg.daemon import Daemon
-
     daemon = Daemon(settings)
     return daemon.run_once() if args.once else daemon.run_service()
 
@@ -225,10 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
         "med kreft», routes them and sends the AppRec.",
     )
     parser.add_argument("--version", action="version", version=f"pfhjem-msg {__version__}")
+    from pfhjem_msg import cli_followups, cli_ops
+    from pfhjem_msg.cli_ops import config_option
+
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def schema_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="FILE", help="configuration file (for [kith] settings)")
+        p.add_argument("--config", metavar="FILE",
+                       help="configuration file for the [kith] and [apprec] settings (default: none; "
+                       "$PFHJEM_MSG_CONFIG is not read here)")  # fmt: skip
         p.add_argument(
             "--schemas",
             metavar="DIR",
@@ -238,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-depth", type=int, metavar="N", help="refuse XML nested deeper than N")
 
     v = sub.add_parser("validate", help="check KITH XML files like a compiler checks code")
-    v.add_argument("--json", action="store_true", help="one JSON array with an object per file")
+    out = v.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON array with an object per file, at the end")
+    out.add_argument("--jsonl", action="store_true",
+                     help="JSON Lines: one JSON object per file and line, written as each file is done")  # fmt: skip
     v.add_argument(
         "--jobs", type=int, metavar="N", help="worker processes for many files (default: one per CPU)"
     )
@@ -251,14 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--reject-schema-errors", action="store_true", help="send a negative AppRec (T02) for schema errors"
     )
-    a.add_argument("path", metavar="PATH")
+    a.add_argument("path", metavar="PATH", help="the received message (XML or MIME mail)")
     a.set_defaults(func=cmd_apprec)
 
     e = sub.add_parser("explain", help="show what the daemon would do with one message, and why")
     e.add_argument("--json", action="store_true", help="one JSON object")
-    e.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    config_option(e)
     e.add_argument("--schemas", metavar="DIR", help="validate against the XSD files in DIR")
-    e.add_argument("path", metavar="PATH")
+    e.add_argument("path", metavar="PATH", help="the received message (XML or MIME mail)")
     e.set_defaults(func=cmd_explain)
 
     c = sub.add_parser("config", help="configuration tools")
@@ -274,14 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     cs.set_defaults(func=cmd_config_show)
 
     r = sub.add_parser("run", help="run the daemon")
-    r.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    config_option(r)
     r.add_argument(
         "--once", action="store_true", help="take in what is waiting, process and deliver it, exit"
     )
-    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="the least severe log lines written to stderr (default info)")  # fmt: skip
     r.set_defaults(func=cmd_run)
-
-    from pfhjem_msg import cli_followups, cli_ops
 
     cli_ops.add_commands(sub)
     cli_followups.add_commands(sub)

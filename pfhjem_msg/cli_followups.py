@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pfhjem_msg import cli_ops, ops
-from pfhjem_msg.cli_ops import config_option, settings_of, with_store
+from pfhjem_msg.cli_ops import JSON_HELP, config_option, refuse_unknown, settings_of, with_store
 from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import Followup, FollowupFilter, ics, local_date
 from pfhjem_msg.store import OperatorStore
@@ -47,6 +47,28 @@ def _dict(f: Followup, store: OperatorStore, show_patient: bool) -> dict[str, An
     return d
 
 
+def municipality(args: argparse.Namespace, store: OperatorStore) -> str | None:
+    """``--municipality`` as a configured (or stored) name: case-insensitive, and a prefix is
+    enough («fjordvik» is «Fjordvik kommune»). A typo is refused with the names that exist,
+    since an empty list would read as «nothing to do»."""
+    given = args.municipality
+    if given is None:
+        return None
+    known = sorted({m.name for m in settings_of(args).municipalities} | set(store.followup_counts(_today())))
+    folded = given.strip().casefold()
+    exact = [n for n in known if n.casefold() == folded]
+    if exact:
+        return exact[0]
+    matches = [n for n in known if n.casefold().startswith(folded)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise OperatorRefused(
+            f"--municipality {given!r} matches {', '.join(matches)}: give enough of the name to pick one"
+        )
+    raise refuse_unknown("--municipality", given, known or ["(no municipality is configured)"])
+
+
 def _find(store: OperatorStore, ident: str) -> Followup:
     f = store.followup(int(ident)) if ident.isdigit() else None
     if f is None:
@@ -62,7 +84,7 @@ def _audit_patient(store: OperatorStore, what: str, count: int) -> None:
 
 def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
     items = store.followups(
-        FollowupFilter(args.municipality, args.due, args.overdue, include_closed=args.all), _today()
+        FollowupFilter(municipality(args, store), args.due, args.overdue, include_closed=args.all), _today()
     )
     rows = [_dict(f, store, args.show_patient) for f in items]
     if args.show_patient:
@@ -139,10 +161,16 @@ def cmd_export(args: argparse.Namespace, store: OperatorStore) -> int:
     units = {
         m.name: f"{m.case_unit.name} (HER-id {m.case_unit.her_id or '-'})" for m in settings.municipalities
     }
-    items = store.followups(FollowupFilter(args.municipality), _today())
+    items = store.followups(FollowupFilter(municipality(args, store), include_closed=True), _today())
     Path(args.ics).write_text(ics(items, cli_ops.now(), units), encoding="utf-8", newline="")
-    print(f"{args.ics}: {len(items)} open follow-up window(s)")
+    still = sum(f.status == "open" for f in items)
+    print(f"{args.ics}: {still} open follow-up window(s), {len(items) - still} closed (as cancelled events, "
+          "so a re-import removes them from the calendar)")  # fmt: skip
     return 0
+
+
+ID_HELP = "the follow-up's id (from `followups list`)"
+MUNICIPALITY_HELP = "only this municipality: its configured name, or the start of it (case does not matter)"
 
 
 def add_commands(sub: Any) -> None:
@@ -151,38 +179,36 @@ def add_commands(sub: Any) -> None:
 
     ls = fsub.add_parser("list", help="open follow-ups, by window")
     config_option(ls)
-    ls.add_argument("--due", action="store_true", help="window open today")
+    ls.add_argument("--due", action="store_true", help="window open today (Norwegian date)")
     ls.add_argument("--overdue", action="store_true", help="window closed, follow-up still open")
-    ls.add_argument(
-        "--municipality", metavar="M", help="only this municipality (its name in the configuration)"
-    )
+    ls.add_argument("--municipality", metavar="M", help=MUNICIPALITY_HELP)
     ls.add_argument("--all", action="store_true", help="done and cancelled ones too")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help=JSON_HELP)
     ls.add_argument("--show-patient", action="store_true", help="name and national id (audited)")
     ls.set_defaults(func=with_store(cmd_list))
 
     sh = fsub.add_parser("show", help="one follow-up: window, message, reminders, closing")
     config_option(sh)
-    sh.add_argument("id", metavar="ID")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("id", metavar="ID", help=ID_HELP)
+    sh.add_argument("--json", action="store_true", help=JSON_HELP)
     sh.add_argument("--show-patient", action="store_true", help="name and national id (audited)")
     sh.set_defaults(func=with_store(cmd_show))
 
     done = fsub.add_parser("done", help="the talk took place")
     config_option(done)
-    done.add_argument("id", metavar="ID")
+    done.add_argument("id", metavar="ID", help=ID_HELP)
     done.add_argument("--note", required=True, help="what was done (no patient data needed)")
     done.set_defaults(func=with_store(cmd_close))
 
     cancel = fsub.add_parser("cancel", help="no talk will take place (the patient died, moved, declined)")
     config_option(cancel)
-    cancel.add_argument("id", metavar="ID")
-    cancel.add_argument("--reason", required=True)
+    cancel.add_argument("id", metavar="ID", help=ID_HELP)
+    cancel.add_argument("--reason", required=True, help="why no talk takes place (no patient data needed)")
     cancel.add_argument("--episode", action="store_true", help="cancel every open follow-up of its episode")
     cancel.set_defaults(func=with_store(cmd_close))
 
-    ex = fsub.add_parser("export", help="an iCalendar file of the open windows, for a coordinator's calendar")
+    ex = fsub.add_parser("export", help="an iCalendar file of the windows, for a coordinator's calendar")
     config_option(ex)
-    ex.add_argument("--ics", required=True, metavar="FILE")
-    ex.add_argument("--municipality", metavar="M")
+    ex.add_argument("--ics", required=True, metavar="FILE", help="write the iCalendar (RFC 5545) file here")
+    ex.add_argument("--municipality", metavar="M", help=MUNICIPALITY_HELP)
     ex.set_defaults(func=with_store(cmd_export))

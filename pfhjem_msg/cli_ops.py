@@ -6,21 +6,25 @@ unless ``--show-patient`` is given, and that is written to the audit trail.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from pfhjem_msg import ops
 from pfhjem_msg.config import Settings, find_config, load
 from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.followups import OSLO
+from pfhjem_msg.kith.codes import MESSAGE_TYPE_PREFIXES, MESSAGE_TYPES, is_known_message_type
 from pfhjem_msg.store import OperatorStore, open_store
-from pfhjem_msg.store.base import MessageFilter, MessageRow
+from pfhjem_msg.store.base import MessageFilter, MessageRow, State
 
 _RELATIVE = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+STATES: tuple[str, ...] = get_args(State)
 
 
 def now() -> datetime:
@@ -28,7 +32,9 @@ def now() -> datetime:
 
 
 def parse_time(value: str) -> datetime:
-    """ISO date or date-time (UTC unless an offset is given), or an age: 30m, 6h, 2d, 1w."""
+    """ISO date or date-time, or an age: 30m, 6h, 2d, 1w. Without an offset the time is
+    Norwegian local time (Europe/Oslo, summer time included), as the follow-up windows are:
+    an operator types the clock on the wall, not UTC."""
     text = value.strip()
     m = _RELATIVE.match(text)
     if m:
@@ -39,7 +45,8 @@ def parse_time(value: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a time: give 2026-11-22, 2026-11-22T08:00, or an age such as 6h or 2d"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # in UTC, as the store keeps (and compares) its times
+    return (moment if moment.tzinfo else moment.replace(tzinfo=OSLO)).astimezone(UTC)
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
@@ -63,16 +70,44 @@ def with_store(
     return run
 
 
-def _filter(args: argparse.Namespace, limit: int | None) -> MessageFilter:
+def refuse_unknown(option: str, given: str, valid: Iterable[str], more: str = "") -> OperatorRefused:
+    """A typo in a filter would list nothing and look like good news: say so, and name what
+    exists (and the nearest name, if one is close)."""
+    names = list(valid)
+    near = difflib.get_close_matches(given, names, n=1)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    return OperatorRefused(f"{option} {given!r} is unknown{hint}; valid: {', '.join(names)}{more}")
+
+
+def _states(given: list[str] | None) -> tuple[str, ...]:
+    states = tuple(s.strip().lower() for s in given or ())
+    for s in states:
+        if s not in STATES:
+            raise refuse_unknown("--state", s, STATES)
+    return states
+
+
+def _msg_type(given: str | None, store: OperatorStore) -> str | None:
+    """A known 8279 type, or one a stored message has (the list grows; senders are ahead)."""
+    if given is None:
+        return None
+    value = given.strip().upper()
+    if not is_known_message_type(value) and not store.list_messages(MessageFilter(msg_type=value, limit=1)):
+        more = ", " + ", ".join(p + "…" for p in MESSAGE_TYPE_PREFIXES)
+        raise refuse_unknown("--type", given, MESSAGE_TYPES, more)
+    return value
+
+
+def _filter(args: argparse.Namespace, limit: int | None, store: OperatorStore) -> MessageFilter:
     if args.since and args.until and args.since >= args.until:
         raise OperatorRefused("--since must be earlier than --until: no message can match both")
     return MessageFilter(
-        states=tuple(args.state or ()),
+        states=_states(args.state),
         since=args.since,
         until=args.until,
         sender=args.sender,
         receiver=args.receiver,
-        msg_type=args.type,
+        msg_type=_msg_type(args.type, store),
         marked=args.marked,
         limit=limit,
     )
@@ -101,7 +136,7 @@ def _row_dict(r: MessageRow) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
-    rows = store.list_messages(_filter(args, args.limit))
+    rows = store.list_messages(_filter(args, args.limit, store))
     patients = {}
     if args.show_patient:
         patients = {r.id: ops.patient_of(store, r) for r in rows}
@@ -110,13 +145,13 @@ def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
     if args.json:
         _dump([_row_dict(r) | ({"patient": patients[r.id]} if args.show_patient else {}) for r in rows])
         return 0
-    header = f"{'ID':>8}  {'RECEIVED (UTC)':<16}  {'STATE':<10}  {'TYPE':<20}  {'SENDER':<9}  {'RECEIVER':<9}  M  REASON"
+    header = f"{'ID':>8}  {'RECEIVED (Oslo)':<16}  {'STATE':<10}  {'TYPE':<20}  {'SENDER':<9}  {'RECEIVER':<9}  M  REASON"
     print(header)
     for r in rows:
         marked = "-" if r.marked is None else ("y" if r.marked else "n")
         reason = (r.state_reason or "").replace("\n", " ")
         line = (
-            f"{r.id:>8}  {r.received_at.astimezone(UTC):%Y-%m-%d %H:%M}  {r.state:<10}  {(r.msg_type or '-')[:20]:<20}  "
+            f"{r.id:>8}  {r.received_at.astimezone(OSLO):%Y-%m-%d %H:%M}  {r.state:<10}  {(r.msg_type or '-')[:20]:<20}  "
             f"{r.sender_her or '-':<9}  {r.receiver_her or '-':<9}  {marked}  {reason[:70]}"
         )
         print(line)
@@ -214,12 +249,13 @@ def cmd_discard(args: argparse.Namespace, store: OperatorStore) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, store: OperatorStore) -> int:
+    _states(args.state)
     if args.ids and (args.state or _filtered(args)):
         raise OperatorRefused("give message ids or --state with filters, not both")
     if args.ids:
         ids = [ops.find(store, i) for i in args.ids]
     elif args.state:
-        ids = ops.select(store, _filter(args, args.limit))
+        ids = ops.select(store, _filter(args, args.limit, store))
     else:
         raise OperatorRefused("say what to replay: message ids, or --state failed|rejected|held with filters")
     plans = [ops.plan_replay(store, i, args.from_start, args.force_duplicate) for i in ids]
@@ -261,6 +297,9 @@ def cmd_audit(args: argparse.Namespace, store: OperatorStore) -> int:
         _dump([{"at": e.at.isoformat(), "actor": e.actor, "action": e.action, "message_id": e.message_id,
                 "detail": e.detail} for e in entries])  # fmt: skip
         return 0
+    if not entries:
+        since = f" since {args.since.astimezone(OSLO).isoformat(timespec='minutes')}" if args.since else ""
+        print(f"no audit entries{since}: no operator has changed a message, shown patient data or pruned")
     for e in entries:
         target = f"message {e.message_id}" if e.message_id else "-"
         print(f"{e.at.isoformat(timespec='seconds')}  {e.actor:<16} {target:<14} {e.action}: {e.detail}")
@@ -268,7 +307,7 @@ def cmd_audit(args: argparse.Namespace, store: OperatorStore) -> int:
 
 
 def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
-    st = ops.status(store, now())
+    st = ops.status(store, now(), settings_of(args).kith.crl_dir)
     if args.json:
         _dump(st.as_dict())
         return 1 if st.problems else 0
@@ -278,6 +317,8 @@ def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
     if f.oldest_unfinished:
         mid, at = f.oldest_unfinished
         print(f"unfinished:  oldest is message {mid}, {ops.age(st.now - at)} old")
+    print(f"held:        {st.held} message(s) waiting for an operator"
+          + (" (`pfhjem-msg messages list --state held`)" if st.held else ""))  # fmt: skip
     print(f"last intake: {f.last_intake.isoformat(timespec='seconds') if f.last_intake else 'never'}"
           + (f" ({ops.age(st.now - f.last_intake)} ago)" if f.last_intake else ""))  # fmt: skip
     waiting = f" (oldest {ops.age(st.now - f.oldest_waiting_since)})" if f.oldest_waiting_since else ""
@@ -321,20 +362,26 @@ def cmd_prune(args: argparse.Namespace, store: OperatorStore) -> int:
 # -- the parser --------------------------------------------------------------------------------
 
 
+CONFIG_HELP = "configuration file (default $PFHJEM_MSG_CONFIG, then /etc/pfhjem-msg/config.toml)"
+JSON_HELP = "JSON for scripts instead of the table"
+TIME_ZONE_HELP = "Norwegian time unless an offset such as Z or +01:00 is given"
+
+
 def config_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE",
-                   help="configuration file (default $PFHJEM_MSG_CONFIG, then /etc/pfhjem-msg/config.toml)")  # fmt: skip
+    p.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", action="append", metavar="S", help="in this state (repeat for several)")
+    p.add_argument("--state", action="append", metavar="S",
+                   help=f"in this state (repeat for several): {', '.join(STATES)}")  # fmt: skip
+    p.add_argument("--since", type=parse_time, metavar="T",
+                   help=f"received at or after T: 2026-11-22, 2026-11-22T08:00 ({TIME_ZONE_HELP}), or an age: 6h, 2d")  # fmt: skip
     p.add_argument(
-        "--since", type=parse_time, metavar="T", help="received at or after T (2026-11-22, 6h, 2d)"
+        "--until", type=parse_time, metavar="T", help=f"received before T (like --since; {TIME_ZONE_HELP})"
     )
-    p.add_argument("--until", type=parse_time, metavar="T", help="received before T")
     p.add_argument("--sender", metavar="HER", help="sender HER-id")
     p.add_argument("--receiver", metavar="HER", help="receiver HER-id")
-    p.add_argument("--type", metavar="T", help="message type, e.g. DIALOG_HELSEFAGLIG")
+    p.add_argument("--type", metavar="T", help="message type (8279), e.g. DIALOG_HELSEFAGLIG or EPIKRISE")
     marked = p.add_mutually_exclusive_group()
     marked.add_argument(
         "--marked", dest="marked", action="store_const", const=True, help="marked Pakkeforløp hjem"
@@ -350,14 +397,14 @@ def add_commands(sub: Any) -> None:
     config_option(ls)
     _filters(ls)
     ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help=JSON_HELP)
     ls.add_argument("--show-patient", action="store_true", help="show name and national id (audited)")
     ls.set_defaults(func=with_store(cmd_list))
 
     sh = msub.add_parser("show", help="everything known about one message")
     config_option(sh)
     sh.add_argument("id", metavar="ID", help="our message id or the MsgId")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--json", action="store_true", help=JSON_HELP)
     sh.add_argument("--raw", action="store_true", help="print the stored original bytes (audited)")
     sh.add_argument("--show-patient", action="store_true", help="show name and national id (audited)")
     sh.set_defaults(func=with_store(cmd_show))
@@ -376,7 +423,7 @@ def add_commands(sub: Any) -> None:
     rp.add_argument("--force-duplicate", action="store_true",
                     help="replay a done or duplicate message: delivers it once more (never a second AppRec)")  # fmt: skip
     rp.add_argument("--reason", default="", help="why (for the history and the audit trail)")
-    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--json", action="store_true", help=JSON_HELP)
     rp.set_defaults(func=with_store(cmd_replay))
 
     for name, helptext, func, reason_required in (
@@ -396,21 +443,22 @@ def add_commands(sub: Any) -> None:
 
     a = sub.add_parser("audit", help="what operators did: state changes, patient data shown, pruning")
     config_option(a)
-    a.add_argument("--since", type=parse_time, metavar="T")
-    a.add_argument("--limit", type=int, default=None, metavar="N")
-    a.add_argument("--json", action="store_true")
+    a.add_argument("--since", type=parse_time, metavar="T",
+                   help=f"entries at or after T: 2026-11-22, 2026-11-22T08:00 ({TIME_ZONE_HELP}), or an age: 7d")  # fmt: skip
+    a.add_argument("--limit", type=int, default=None, metavar="N", help="at most N entries, oldest first")
+    a.add_argument("--json", action="store_true", help=JSON_HELP)
     a.set_defaults(func=with_store(cmd_audit))
 
     s = sub.add_parser(
         "status", help="counts, oldest unfinished, deliveries waiting; exit 1 if an operator is needed"
     )
     config_option(s)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help=JSON_HELP)
     s.set_defaults(func=with_store(cmd_status))
 
     pr = sub.add_parser(
         "prune", help="delete originals and old history as [retention] says, and free the disk"
     )
     config_option(pr)
-    pr.add_argument("--dry-run", action="store_true")
+    pr.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     pr.set_defaults(func=with_store(cmd_prune))

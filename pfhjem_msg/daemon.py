@@ -5,6 +5,12 @@ returns (for cron-style use and tests). ``run_service`` runs until SIGTERM or SI
 stops taking messages, finishes the round in hand and closes the store. After a crash either
 one resumes every unfinished message from its last committed step: the store is the only
 record of what is due; the scheduler only wakes the sweeps.
+
+Either one holds the store's lock (``pfhjem_msg.lock``): one daemon per store. The service
+speaks systemd's notify protocol (``pfhjem_msg.notify``) and reloads its configuration on
+SIGHUP, between rounds, on the pipeline's thread: the new file is validated first and applied
+only if it is valid. What a running daemon cannot change (the store, the spool, the SMTP
+listener, the metrics address) keeps its old value until a restart, and the log says so.
 """
 
 from __future__ import annotations
@@ -12,19 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pfhjem_msg import metrics
-from pfhjem_msg.config import Settings
+from pfhjem_msg import metrics, notify
+from pfhjem_msg.config import Settings, load
+from pfhjem_msg.errors import ConfigError, PfhjemError
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.intake.spool import Spool
+from pfhjem_msg.lock import StoreLock
 from pfhjem_msg.logs import get_logger
-from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline
+from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline, readable_by
 from pfhjem_msg.store import open_store
 from pfhjem_msg.store.base import OperatorStore
+from pfhjem_msg.transport.dir import gid_of
 from pfhjem_msg.workers import DraftPool
 
 log = get_logger("pfhjem_msg.daemon")
@@ -34,27 +45,149 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class AddressInUse(PfhjemError):
+    """A listening address of the configuration cannot be bound (exit 2)."""
+
+
+@contextlib.contextmanager
+def listening(key: str, host: str, port: int) -> Iterator[None]:
+    """Turn a failed bind into one line naming the configuration key, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise AddressInUse(
+            f"{key}: cannot listen on {host}:{port}: {exc.strerror or exc}; stop what uses it "
+            "or choose another address in the configuration"
+        ) from None
+
+
+RESTART_ONLY = ("state_dir", "intake.spool", "intake.smtp", "metrics.address")
+"""Settings a reload cannot change: the store, the spool and the listeners stay until a restart."""
+
+
+def _restart_only(settings: Settings) -> tuple[object, ...]:
+    return (settings.state_dir, settings.intake.spool, settings.intake.smtp, settings.metrics_address)
+
+
+def group_problems(settings: Settings) -> list[str]:
+    """Groups that may read deliveries must exist; loading the file cannot know that."""
+    problems = []
+    named = [("hub.group", settings.hub_group)] + [
+        (f"group of {path}", group) for path, group in readable_by(settings).items()
+    ]
+    for key, group in named:
+        if group is None:
+            continue
+        try:
+            gid_of(group)
+        except KeyError:
+            problems.append(f"{key}: there is no Unix group {group!r}; create it (groupadd) or correct it")
+    return problems
+
+
+def _checked(settings: Settings) -> Settings:
+    problems = group_problems(settings)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ConfigError(f"configuration {settings.path} has {len(problems)} problem(s):\n  {listing}")
+    return settings
+
+
 class Daemon:
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
-        self.settings = settings
+        self.settings = _checked(settings)
         self.clock = clock
+        self.lock = StoreLock.acquire(settings.state_dir)  # before the workers, which it must not start twice
+        self._round_began: float | None = None
+        """When the round in hand began (monotonic); None between rounds. The watchdog reads it."""
         # The workers start first: forked, they must not inherit the store's open connection.
         drafts = DraftPool(settings, settings.workers)
         drafts.start()
         self.store: OperatorStore = open_store(settings.state_dir)
         self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp, drafts=drafts)
         self._delivery = ThreadPoolExecutor(1, thread_name_prefix="delivery")
-        self.spool = (
-            Spool(
-                settings.intake.spool,
-                self.store,
-                clock,
-                settings.intake.settle_seconds,
-                settings.kith.limits.max_bytes,
-            )
-            if settings.intake.spool
-            else None
+        self.spool = self._spool(settings)
+
+    def _spool(self, settings: Settings) -> Spool | None:
+        if not settings.intake.spool:
+            return None
+        return Spool(
+            settings.intake.spool,
+            self.store,
+            self.clock,
+            settings.intake.settle_seconds,
+            settings.kith.limits.max_bytes,
         )
+
+    def close(self) -> None:
+        """Finish what is in hand, close the store and free it for the next daemon."""
+        self._delivery.shutdown(wait=True)
+        self.pipeline.close()
+        self.store.close()
+        self.lock.release()
+
+    def reload(self) -> bool:
+        """Read the configuration file again and apply it if it is valid; keep the running one
+        and log one error line if it is not. Runs on the pipeline's thread between rounds, so
+        no round sees its settings change under it. True if the new settings are in force."""
+        path = self.settings.path
+        try:
+            new = _checked(load(path))
+            keep = [key for key, a, b in zip(RESTART_ONLY, _restart_only(self.settings), _restart_only(new),
+                                             strict=True) if a != b]  # fmt: skip
+            new = replace(
+                new,
+                state_dir=self.settings.state_dir,
+                intake=replace(new.intake, spool=self.settings.intake.spool, smtp=self.settings.intake.smtp),
+                metrics_address=self.settings.metrics_address,
+            )
+            drafts = DraftPool(new, new.workers)
+            drafts.options()  # the schemas, registry and keys the new settings name load, or this raises
+        except ConfigError as exc:
+            lines = str(exc).splitlines()
+            log.error("daemon.reload_rejected", config=str(path), problems=[x.strip() for x in lines[1:]] or lines,
+                      action="the running configuration stays in force; correct the file and reload again")  # fmt: skip
+            return False
+        self.pipeline.flush()  # the batch drafted under the old settings is committed under them
+        self.pipeline.drafts.close()
+        drafts.start()
+        self.pipeline.drafts = drafts
+        self.pipeline.settings = new
+        self.pipeline.policy = new.retry
+        self.pipeline.smtp = new.smtp
+        self.settings = new
+        self.spool = self._spool(new)
+        if keep:
+            log.warning("daemon.reload_needs_restart", keys=keep,
+                        action="these keep their running values until the service is restarted")  # fmt: skip
+        log.info(
+            "daemon.reloaded", config=str(path), municipalities=len(new.municipalities), workers=new.workers
+        )
+        return True
+
+    def _timed_round(self) -> int:
+        self._round_began = time.monotonic()
+        try:
+            return self.round()
+        finally:
+            self._round_began = None
+
+    async def _watchdog(self, interval: float) -> None:
+        """Ping systemd while rounds progress: between rounds, or in a round younger than the
+        interval. A round that hangs (a disk, a lock, a peer that never answers) stops the
+        pings even though the event loop still runs, and systemd restarts the daemon, which
+        loses nothing: the store is the record of what is due."""
+        stalled = False
+        while True:
+            began = self._round_began
+            if began is None or time.monotonic() - began < interval:
+                notify.notify("WATCHDOG=1")
+                stalled = False
+            elif not stalled:
+                stalled = True
+                log.error("daemon.round_stalled", seconds=round(time.monotonic() - began),
+                          action="watchdog pings stop; systemd restarts the daemon if this goes on")  # fmt: skip
+            await asyncio.sleep(interval / 2)
 
     def round(self) -> int:
         """One pass over everything due; the amount of work done (0 when idle).
@@ -115,13 +248,14 @@ class Daemon:
                 pass
         counts = self.store.counts()
         log.info("daemon.once_done", **{f"state_{k}": v for k, v in counts.items()})
-        self._delivery.shutdown(wait=True)
-        self.pipeline.close()
-        self.store.close()
+        self.close()
         return 0
 
     async def serve(
-        self, stop: asyncio.Event, started: Callable[[dict[str, Any]], None] | None = None
+        self,
+        stop: asyncio.Event,
+        started: Callable[[dict[str, Any]], None] | None = None,
+        reload: asyncio.Event | None = None,
     ) -> None:
         # Imported here: `run --once` and the operator commands need neither.
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -144,7 +278,8 @@ class Daemon:
                           next_run_time=self.clock())  # fmt: skip
         metrics_server = None
         if self.settings.metrics_address:
-            metrics_server = metrics.serve(self.settings.metrics_address)
+            with listening("metrics.address", *self.settings.metrics_address):
+                metrics_server = metrics.serve(self.settings.metrics_address)
             info["metrics"] = "{}:{}".format(*self.settings.metrics_address)
             every = max(0.1, self.settings.metrics_refresh_seconds)
             scheduler.add_job(self._guarded(self.refresh_metrics), "interval", seconds=every, id="metrics",
@@ -154,34 +289,47 @@ class Daemon:
             from pfhjem_msg.intake.smtp import StoringHandler, start_server
 
             handler = StoringHandler(self.store, self.clock, intake, wake.set)
-            server = await start_server(
-                handler,
-                self.settings.intake.smtp.host,
-                self.settings.intake.smtp.port,
-                self.settings.intake.smtp.max_message_bytes or self.settings.kith.limits.max_bytes,
-            )
+            with listening(
+                "intake.smtp.port", self.settings.intake.smtp.host, self.settings.intake.smtp.port
+            ):
+                server = await start_server(
+                    handler,
+                    self.settings.intake.smtp.host,
+                    self.settings.intake.smtp.port,
+                    self.settings.intake.smtp.max_message_bytes or self.settings.kith.limits.max_bytes,
+                )
             info["smtp_port"] = server.sockets[0].getsockname()[1]
         await loop.run_in_executor(worker, self.pipeline.drafts.ready)
         log.info("daemon.started", **info)
+        notify.notify("READY=1", "STATUS=serving")
+        interval = notify.watchdog_seconds()
+        watchdog = asyncio.ensure_future(self._watchdog(interval)) if interval else None
         if started:
             started(info)
-        poll = max(0.05, self.settings.intake.poll_seconds)
+        reload = reload or asyncio.Event()
         try:
             while not stop.is_set():
+                if reload.is_set():
+                    reload.clear()
+                    await self._reload_between_rounds(worker, scheduler)
                 try:
-                    busy = await loop.run_in_executor(worker, self.round)
+                    busy = await loop.run_in_executor(worker, self._timed_round)
                 except Exception as exc:  # the store is down or similar: keep serving, log, wait
                     log.error("daemon.round_failed", error=type(exc).__name__, detail=str(exc)[:200])
                     busy = 0
                 if busy:
                     continue
                 wake.clear()
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+                waiters = [asyncio.ensure_future(e.wait()) for e in (stop, wake, reload)]
+                poll = max(0.05, self.settings.intake.poll_seconds)
                 await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()
         finally:
             log.info("daemon.stopping")
+            notify.notify("STOPPING=1")
+            if watchdog is not None:
+                watchdog.cancel()
             if server is not None:
                 server.close()
                 with contextlib.suppress(Exception):
@@ -191,18 +339,61 @@ class Daemon:
                 metrics_server.shutdown()
             worker.shutdown(wait=True)
             intake.shutdown(wait=True)
-            self._delivery.shutdown(wait=True)
-            self.pipeline.close()
-            self.store.close()
+            self.close()
             log.info("daemon.stopped")
+
+    async def _reload_between_rounds(self, worker: ThreadPoolExecutor, scheduler: Any) -> None:
+        """SIGHUP: systemd hears RELOADING=1, then READY=1 whether the file was good or not."""
+        notify.reloading()
+        loop = asyncio.get_running_loop()
+        self._round_began = time.monotonic()  # a reload that hangs is a round that hangs
+        try:
+            applied = await loop.run_in_executor(worker, self.reload)
+        finally:
+            self._round_began = None
+        if applied:
+            s = self.settings
+            scheduler.reschedule_job("sweep", trigger="interval", seconds=max(0.05, s.sweep_seconds))
+            scheduler.reschedule_job(
+                "followups", trigger="interval", minutes=max(0.01, s.followups.sweep_minutes)
+            )
+            if scheduler.get_job("metrics") is not None:
+                scheduler.reschedule_job(
+                    "metrics", trigger="interval", seconds=max(0.1, s.metrics_refresh_seconds)
+                )
+        notify.notify(
+            "READY=1", "STATUS=serving" if applied else "STATUS=serving; the last reload was rejected"
+        )
 
     def run_service(self) -> int:
         async def main() -> None:
             stop = asyncio.Event()
+            reload = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            await self.serve(stop)
+            loop.add_signal_handler(signal.SIGHUP, reload.set)
+            if _reload_asked_early:
+                reload.set()
+            await self.serve(stop, reload=reload)
 
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        except AddressInUse:
+            self.close()
+            raise
         return 0
+
+
+_reload_asked_early = False
+
+
+def catch_early_reload() -> None:
+    """Until the service's event loop takes SIGHUP over, remember a reload asked for during
+    start-up: SIGHUP's default action would end the process (exit 129)."""
+
+    def remember(_signum: int, _frame: object) -> None:
+        global _reload_asked_early
+        _reload_asked_early = True
+
+    signal.signal(signal.SIGHUP, remember)

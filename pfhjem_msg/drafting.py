@@ -63,6 +63,9 @@ class Drafter:
             schemas=load_schema_set(settings.kith.schemas),
             limits=settings.kith.limits,
             trust_anchors=settings.kith.trust_anchors,
+            crl_dir=settings.kith.crl_dir,
+            require_signature=settings.kith.require_signature,
+            senders=settings.kith.senders,
         )
 
     def safe_draft(self, raw: bytes, message_id: int, now: datetime) -> Draft | Crash:

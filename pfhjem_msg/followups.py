@@ -14,7 +14,7 @@ downtime, the one that is due now, once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -125,6 +125,10 @@ def reminder_text(f: Followup, phase: Phase, our_name: str) -> str:
 
 # -- iCalendar (RFC 5545) --------------------------------------------------------------------
 
+ICS_SEQUENCE_OPEN = 0
+ICS_SEQUENCE_CLOSED = 1
+"""A window changes once (open → done or cancelled), so two revision numbers suffice."""
+
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
@@ -146,17 +150,20 @@ def _fold(line: str) -> list[str]:
 
 
 def ics(followups: list[Followup], now: datetime, case_units: dict[str, str]) -> str:
-    """One VEVENT per open window: our follow-up id and the case-unit reference, never the
-    patient's name or national id."""
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    """One VEVENT per window: our follow-up id and the case-unit reference, never the
+    patient's name or national id, nor the closing note (free text).
+
+    A done or cancelled window stays in the file as ``STATUS:CANCELLED`` with the same UID and
+    a higher ``SEQUENCE`` (RFC 5545 3.8.7.4: a revision the calendar must take over the copy
+    it holds), so re-importing the file removes the event instead of leaving a stale one."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//pfhjem-msg//followups//NO", "CALSCALE:GREGORIAN",
              "METHOD:PUBLISH", "X-WR-CALNAME:Pakkeforløp hjem – oppfølging"]  # fmt: skip
     for f in followups:
-        if f.status != "open":
-            continue
         unit = case_units.get(f.municipality, f.municipality)
+        closed = {"done": "Gjennomført. ", "cancelled": "Avlyst. "}.get(f.status, "")
         description = (
-            f"Oppfølging {f.id}: samhandlingspunkt {f.point} i Pakkeforløp hjem for pasienter med kreft. "
+            f"{closed}Oppfølging {f.id}: samhandlingspunkt {f.point} i Pakkeforløp hjem for pasienter med kreft. "
             f"Vindu {f.window_start.isoformat()} – {f.window_end.isoformat()}. "
             f"Opprinnelig melding MsgId {f.source_msg_id or '-'} til {unit}. "
             f"Detaljer: pfhjem-msg followups show {f.id}"
@@ -165,6 +172,8 @@ def ics(followups: list[Followup], now: datetime, case_units: dict[str, str]) ->
             "BEGIN:VEVENT",
             f"UID:followup-{f.id}-sp{f.point}@pfhjem-msg",
             f"DTSTAMP:{stamp}",
+            f"SEQUENCE:{ICS_SEQUENCE_OPEN if f.status == 'open' else ICS_SEQUENCE_CLOSED}",
+            f"STATUS:{'CONFIRMED' if f.status == 'open' else 'CANCELLED'}",
             f"DTSTART;VALUE=DATE:{f.window_start:%Y%m%d}",
             f"DTEND;VALUE=DATE:{f.window_end + timedelta(days=1):%Y%m%d}",
             f"SUMMARY:{_escape(f'Pakkeforløp hjem SP{f.point} – oppfølging {f.id}')}",

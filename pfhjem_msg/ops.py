@@ -13,11 +13,13 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.kith.apprec import apprec_status
+from pfhjem_msg.kith.crl import crl_warnings
 from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.store.base import DeliveryInfo, Event, MessageFilter, MessageRow, OperatorStore, StatusFacts
 
@@ -305,6 +307,12 @@ class Status:
     followups: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per municipality: open (window ahead), due (window open), overdue (window passed)."""
 
+    @property
+    def held(self) -> int:
+        """Held messages wait for a person, not for the daemon: they are counted on their own
+        and never as unfinished, so a held message does not look like a stuck daemon."""
+        return self.facts.counts.get("held", 0)
+
     def as_dict(self) -> dict[str, Any]:
         f = self.facts
         age = (self.now - f.oldest_unfinished[1]).total_seconds() if f.oldest_unfinished else None
@@ -318,6 +326,7 @@ class Status:
                 "received_at": f.oldest_unfinished[1].isoformat(),
                 "age_seconds": age,
             },
+            "held": self.held,
             "last_intake": _iso(f.last_intake),
             "deliveries_waiting": f.deliveries_waiting,
             "oldest_delivery_waiting_seconds": waiting_age,
@@ -328,9 +337,9 @@ class Status:
         }
 
 
-def status(store: OperatorStore, now: datetime) -> Status:
+def status(store: OperatorStore, now: datetime, crl_dir: Path | None = None) -> Status:
     facts = store.status_facts(now, now - RECEIPT_DEADLINE)
-    problems = []
+    problems = crl_warnings(crl_dir, now)
     for state in ("failed", "held"):
         if facts.counts.get(state):
             problems.append(

@@ -236,6 +236,7 @@ class Pipeline:
         done: list[int] = []
         files: list[tuple[DeliveryRow, dir_transport.FileDelivery]] = []
         directories: dict[str, Path] = {}
+        groups = readable_by(self.settings)
         for d in due:
             kind, _, target = d.destination.partition(":")
             metrics.child(
@@ -247,7 +248,8 @@ class Pipeline:
                     if kind == "hub"
                     else (directories.get(target) or directories.setdefault(target, Path(target)))
                 )
-                files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload)))
+                group = self.settings.hub_group if kind == "hub" else groups.get(target)
+                files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload, group)))
                 continue
             try:
                 if kind != "smtp":
@@ -280,13 +282,16 @@ class Pipeline:
             else None
         )
         self.store.delivery_failed(d.id, str(exc), now, retry_at)
+        # The class of what went wrong (the SMTP or OS exception under ours) and where: enough to
+        # tell a refused address from a peer that is down without reading the store; the error
+        # text stays in the store, as a peer's reply may quote anything.
+        where = {"delivery_id": d.id, "message_id": d.message_id, "kind": d.kind, "attempt": d.attempts + 1,
+                 "destination": d.destination, "error_class": type(exc.__cause__ or exc).__name__}  # fmt: skip
         if retry_at is None:
-            log.error("delivery.failed", delivery_id=d.id, message_id=d.message_id, kind=d.kind,
-                      attempt=d.attempts + 1)  # fmt: skip
+            log.error("delivery.failed", **where)
             self._log(d.message_id, "failed", None)
         else:
-            log.warning("delivery.retry", delivery_id=d.id, message_id=d.message_id, kind=d.kind,
-                        attempt=d.attempts + 1)  # fmt: skip
+            log.warning("delivery.retry", **where, next_attempt_at=retry_at.isoformat(timespec="seconds"))
 
     # -- follow-ups --------------------------------------------------------------------------
 
@@ -337,6 +342,16 @@ class Pipeline:
             log.warning("receipt.overdue", delivery_id=d.id, message_id=d.message_id, out_msg_id=d.out_msg_id,
                         gp_her=d.her_id)  # fmt: skip
         return len(flagged)
+
+
+def readable_by(settings: Settings) -> dict[str, str]:
+    """Directory destination → the Unix group that may read what is delivered there."""
+    return {
+        str(dest.path): dest.group
+        for m in settings.municipalities
+        for dest in (m.case_unit, m.default, m.kreftkoordinator)
+        if dest is not None and dest.transport == "dir" and dest.group
+    }
 
 
 def _subject(d: DeliveryRow) -> str:

@@ -56,7 +56,7 @@ class RoutingDecision:
     municipality: Municipality | None = None
     recipients: list[Recipient] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    """Facts an operator should see (no GP found, registry problems, …)."""
+    """Facts an operator should see (no GP found, the registry disagreeing with itself, …)."""
 
 
 @dataclass(frozen=True)
@@ -139,10 +139,18 @@ def find_gp(msg: Message, registry: GPRegistry | None) -> tuple[GPCandidate | No
         if national is None:
             notes.append("the patient has no national id, so the GP registry could not be asked")
         else:
-            gp = registry.by_fnr(national.id)
-            if gp is not None:
-                return _from_registry(gp, "the GP registry lists the patient's fastlege"), notes
-            notes.append("the GP registry has no fastlege for the patient")
+            answer = registry.lookup(national.id)
+            if answer.gp is not None:
+                return _from_registry(answer.gp, "the GP registry lists the patient's fastlege"), notes
+            if answer.conflict_lines:
+                lines = ", ".join(map(str, answer.conflict_lines))
+                notes.append(
+                    f"no GP copy from the GP registry: its lines {lines} give the patient different "
+                    "fastleger; fix the file, then `pfhjem-msg messages replay ID --from-start` if the "
+                    "copy is still wanted"
+                )
+            else:
+                notes.append("the GP registry has no fastlege for the patient")
     else:
         notes.append("no GP registry is configured")
     if found is not None:
@@ -191,9 +199,7 @@ def route(
         _recipient("case_unit", municipality.case_unit, f"marked Pakkeforløp hjem (rule {rules}): one way in")
     )
     gp, notes = find_gp(msg, registry)
-    decision.notes.extend(notes)
-    if registry is not None:
-        decision.notes.extend(registry.problems[:5])
+    decision.notes.extend(notes)  # the registry's own problems are logged once per load, not here
     if gp is None:
         decision.notes.append("no GP copy: the patient has no known fastlege; the case unit follows up")
         return decision

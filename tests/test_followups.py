@@ -219,6 +219,45 @@ def test_ics_export_is_rfc5545_without_patient_data(world: World, capsys: pytest
     assert json.loads(out)[-1]["action"] == "show patient"
 
 
+def _events(path: Path) -> dict[str, dict[str, str]]:
+    """UID → the event's properties, from an unfolded iCalendar file."""
+    text = path.read_bytes().decode("utf-8").replace("\r\n ", "")
+    events = {}
+    for block in text.split("BEGIN:VEVENT\r\n")[1:]:
+        props = dict(line.split(":", 1) for line in block.split("END:VEVENT")[0].split("\r\n") if line)
+        events[props["UID"]] = props
+    return events
+
+
+def test_ics_keeps_done_and_cancelled_windows_as_cancelled_with_the_same_uid(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.drop("a.xml", (SAMPLES / SEED).read_text(encoding="utf-8"))
+    world.run()
+    before, after = world.tmp / "before.ics", world.tmp / "after.ics"
+    code, _, _ = world.cli(capsys, "followups", "export", "--ics", str(before), "--municipality", "fjordvik")
+    assert code == 0
+    code, _, _ = world.cli(capsys, "followups", "done", "1", "--note", "samtale med Solveig 14.01")
+    assert code == 0
+    world.clock.at("2026-10-07")
+    code, out, _ = world.cli(capsys, "followups", "export", "--ics", str(after))
+    assert code == 0 and "1 open follow-up window(s), 1 closed" in out
+    old, new = _events(before), _events(after)
+    assert set(old) == set(new) == {"followup-1-sp2@pfhjem-msg", "followup-2-sp3@pfhjem-msg"}
+    sp2, sp3 = new["followup-1-sp2@pfhjem-msg"], new["followup-2-sp3@pfhjem-msg"]
+    assert {k: old["followup-1-sp2@pfhjem-msg"][k] for k in ("STATUS", "SEQUENCE")} == {"STATUS": "CONFIRMED",
+                                                                                         "SEQUENCE": "0"}  # fmt: skip
+    # RFC 5545 3.8.7.4: a calendar takes the copy with the higher SEQUENCE (then the later DTSTAMP)
+    assert sp2["STATUS"] == "CANCELLED" and int(sp2["SEQUENCE"]) > int(
+        old["followup-1-sp2@pfhjem-msg"]["SEQUENCE"]
+    )
+    assert sp2["DTSTAMP"] > old["followup-1-sp2@pfhjem-msg"]["DTSTAMP"]
+    assert sp2["DTSTART;VALUE=DATE"] == old["followup-1-sp2@pfhjem-msg"]["DTSTART;VALUE=DATE"]
+    assert sp3["STATUS"] == "CONFIRMED" and sp3["SEQUENCE"] == "0"
+    raw = after.read_text(encoding="utf-8")
+    assert "Solveig" not in raw and "samtale" not in raw and NATIONAL_ID not in raw
+
+
 def test_status_and_metrics_count_follow_ups_per_municipality(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -255,6 +294,10 @@ def test_reminder_by_hub_is_a_valid_dialogmelding(tmp_path: Path, official_schem
     receiver = root.find("m:MsgInfo/m:Receiver/m:Organisation/m:Organisation/m:Ident/m:Id", ns)
     assert receiver is not None and receiver.text == "8300020"
     assert root.findtext("m:MsgInfo/m:Patient/m:Ident/m:Id", namespaces=ns) == NATIONAL_ID
+    # the README's promise: the Patient element carries the patient, the note text does not
+    assert root.findtext("m:MsgInfo/m:Patient/m:FamilyName", namespaces=ns) == "Prøvestad"
+    note = root.findtext(".//{*}TekstNotatInnhold") or ""
+    assert "samhandlingspunkt 2" in note and NATIONAL_ID not in note and "Prøvestad" not in note
 
 
 def _followup(**kw: object) -> Followup:

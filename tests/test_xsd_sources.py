@@ -1,4 +1,4 @@
-"""The schemas in xsd/ are built from xsd/src/ and are our own writing, not copies."""
+"""The schemas in pfhjem_msg/xsd/ are built from pfhjem_msg/xsd/src/ and are our own writing, not copies."""
 
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ def test_own_schemas_are_not_copies_of_the_official_ones() -> None:
         p.name: [x.strip() for x in p.read_text("latin-1").splitlines() if x.strip()]
         for p in OFFICIAL_XSD.glob("*.xsd")
     }
-    for ours in (ROOT / "xsd").glob("*.xsd"):
+    for ours in (ROOT / "pfhjem_msg" / "xsd").glob("*.xsd"):
         mine = [x.strip() for x in ours.read_text("utf-8").splitlines() if x.strip()]
         for name, lines in official.items():
             ratio = difflib.SequenceMatcher(None, mine, lines, autojunk=False).ratio()
             # A file of a dozen lines shares its closing tags with anything; a real schema must not.
             limit = 0.3 if len(mine) > 20 else 0.5
-            assert ratio < limit, f"xsd/{ours.name} resembles {name} ({ratio:.2f})"
+            assert ratio < limit, f"pfhjem_msg/xsd/{ours.name} resembles {name} ({ratio:.2f})"

@@ -1,8 +1,10 @@
-"""Build the project's XML schemas in ``xsd/`` from the compact sources in ``xsd/src/``.
+"""Build the project's XML schemas in ``pfhjem_msg/xsd/`` from the compact sources in
+``pfhjem_msg/xsd/src/``.
 
 The sources say what each KITH standard contains (element, type, how often) in a few
 characters a line, which is far easier to check against the standards' documentation than
-hand-written XSD. The generated files are committed, so the product needs no build step;
+hand-written XSD. The generated files are committed and shipped inside the package (the
+sources are not), so the product needs no build step;
 ``tests/test_xsd_sources.py`` fails when they drift from the sources.
 
 Source syntax (indentation is significant, two spaces a level)::
@@ -32,8 +34,8 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "xsd" / "src"
-OUT = ROOT / "xsd"
+OUT = ROOT / "pfhjem_msg" / "xsd"
+SRC = OUT / "src"
 XS = "http://www.w3.org/2001/XMLSchema"
 
 
@@ -226,7 +228,7 @@ def render(path: Path) -> dict[str, str]:
         ns_decls = "".join(f'\n    xmlns:{p}="{ns}"' for p, ns, _ in o.imports)
         head = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<!-- pfhjem-msg schema, generated from xsd/src/{path.name} by tools/build_xsd.py."
+            f"<!-- pfhjem-msg schema, generated from src/{path.name} by tools/build_xsd.py."
             " Edit the source, not this file. -->\n"
             f'<xs:schema xmlns:xs="{XS}"\n    xmlns:{o.prefix}="{o.ns}"{ns_decls}\n'
             f'    targetNamespace="{o.ns}"\n'
@@ -248,11 +250,11 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         stale = [n for n, t in files.items() if not (OUT / n).exists() or (OUT / n).read_text("utf-8") != t]
         for n in stale:
-            print(f"xsd/{n} is out of date: run python tools/build_xsd.py")
+            print(f"pfhjem_msg/xsd/{n} is out of date: run python tools/build_xsd.py")
         return 1 if stale else 0
     for name, text in files.items():
         (OUT / name).write_text(text, encoding="utf-8")
-        print(f"wrote xsd/{name}")
+        print(f"wrote pfhjem_msg/xsd/{name}")
     return 0
 
 

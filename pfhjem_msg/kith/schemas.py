@@ -1,5 +1,6 @@
-"""Schema validation against a directory of XSD files: the project's own (``xsd/``, the
-default) or the official set an operator downloads from Helsedirektoratet.
+"""Schema validation against a directory of XSD files: the project's own (shipped inside the
+package, ``pfhjem_msg/xsd/``, the default) or the official set an operator downloads from
+Helsedirektoratet.
 
 Every ``.xsd`` in the directory is read for its target namespace and compiled once into a
 single bundle, so a MsgHead is validated together with its payload (its ``Content`` is a
@@ -14,6 +15,7 @@ import copy
 import re
 import threading
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from lxml import etree
@@ -22,7 +24,19 @@ from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.issues import Issue, error
 from pfhjem_msg.kith.parse import path_of
 
-DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parent.parent.parent / "xsd"
+
+def default_schema_dir() -> Path:
+    """The product's own schemas, found through the package so that a wheel install has them
+    as well as a checkout. libxml2 reads files, so the package must be on a file system."""
+    found = resources.files("pfhjem_msg") / "xsd"
+    if not isinstance(found, Path):
+        raise ConfigError(
+            "the product's schemas are inside an archive, not on a file system; install the "
+            "package unpacked (pip does) or set [kith] schemas to a directory of .xsd files"
+        )
+    return found
+
+
 _EMPTY_SCHEMA = '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"/>'
 
 
@@ -118,7 +132,7 @@ _CACHE_LOCK = threading.Lock()
 def load_schema_set(directory: Path | None = None) -> SchemaSet:
     """Compile (once per process) the schemas in ``directory``; raise ConfigError if the
     directory is missing, has no schemas, or a schema or one of its imports is unusable."""
-    directory = (directory or DEFAULT_SCHEMA_DIR).resolve()
+    directory = (directory or default_schema_dir()).resolve()
     with _CACHE_LOCK:
         cached = _CACHE.get(directory)
         if cached is not None:

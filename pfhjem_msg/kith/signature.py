@@ -1,15 +1,18 @@
 """Enveloped XML signatures in MsgHead (the last child ``ds:Signature``).
 
-Verification checks the signature against the certificate the message carries, and, when
-the operator configures trust anchors (the CA certificates of Buypass and Commfides), that
-the certificate chains to one of them. Without trust anchors a valid signature proves the
-message is unchanged since signing, not who signed it; the result says so.
+A signature counts only when it covers the whole message as the product reads it (one
+Reference, ``URI=""``; see ``verify``). Its certificate must be valid at the message's time;
+with trust anchors (the CA certificates of Buypass and Commfides) it must chain to one of
+them through real CAs (``certpath``), and with a CRL directory it must not be revoked
+(``crl``). Without trust anchors a valid signature proves the message is unchanged since
+signing, not who signed it; the result says so.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 from lxml import etree
 
 from pfhjem_msg.errors import ConfigError
+from pfhjem_msg.kith import certpath, crl
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -61,8 +65,15 @@ class SignatureResult:
     status: SignatureStatus
     reason: str | None = None
     apprec_code: str | None = None
-    """S01 for a bad signature, S02 for a certificate that is not valid."""
+    """S01 for a signature that does not verify or does not cover the whole message, S02 for
+    a certificate that is not valid or not trusted, S03 for a revoked one, S99 when revocation
+    cannot be checked."""
     weak_algorithm: bool = False
+    organisation_number: str | None = None
+    """The organisation number in the signing certificate, when it carries one."""
+    anchored: bool = False
+    """True when the certificate was checked against the configured trust anchors."""
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,84 +94,205 @@ class SigningKey:
             ) from exc
 
 
-def signature_element(kith_root: etree._Element) -> etree._Element | None:
-    for c in kith_root:
-        if c.tag == f"{{{DSIG_NS}}}Signature":
-            return c
-    return None
-
-
 def verify(
-    kith_root: etree._Element, trust_anchors: Path | None = None, now: datetime | None = None
+    kith_root: etree._Element,
+    trust_anchors: Path | None = None,
+    now: datetime | None = None,
+    *,
+    crl_dir: Path | None = None,
+    message_time: datetime | None = None,
 ) -> SignatureResult:
-    """Verify the enveloped signature of a MsgHead, if it has one."""
-    sig = signature_element(kith_root)
-    if sig is None:
+    """Verify the enveloped signature of a MsgHead, if it has one.
+
+    ``valid`` means: one signature over the whole message as read (nothing outside it that
+    the product could act on), made with the key of a certificate valid at the message's time
+    (``message_time``, GenDate, never later than ``now``); with trust anchors, a certificate
+    issued through real CAs by one of them; with a CRL directory, not revoked."""
+    sigs = [c for c in kith_root if c.tag == f"{{{DSIG_NS}}}Signature"]
+    if not sigs:
         return SignatureResult("absent")
-    from cryptography import x509
-    from signxml.exceptions import InvalidCertificate, InvalidInput, InvalidSignature
-    from signxml.verifier import XMLVerifier
-
-    cert_el = next(sig.iter(f"{{{DSIG_NS}}}X509Certificate"), None)
-    if cert_el is None or not (cert_el.text or "").strip():
-        return SignatureResult("invalid", "the signature carries no X.509 certificate", "S01")
-    try:
-        der = base64.b64decode("".join((cert_el.text or "").split()))
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
-        return SignatureResult("invalid", "the signature's certificate cannot be read", "S02")
-    moment = now or datetime.now(UTC)
-    if not (cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc):
-        return SignatureResult("invalid", "the signing certificate is outside its validity period", "S02")
-    data = etree.tostring(kith_root)
-    signature_method = next(sig.iter(f"{{{DSIG_NS}}}SignatureMethod"), None)
-    weak = "sha1" in (signature_method.get("Algorithm", "") if signature_method is not None else "")
-    try:
-        XMLVerifier().verify(data, x509_cert=cert, expect_config=_accepted())
-    except (InvalidSignature, InvalidInput, InvalidCertificate) as exc:
-        return SignatureResult("invalid", f"the signature does not verify ({exc})"[:200], "S01")
-    except Exception as exc:  # a malformed signature must not stop the verdict
-        return SignatureResult("invalid", f"the signature cannot be checked ({type(exc).__name__})", "S01")
-    if trust_anchors is not None and not _issued_by_anchor(cert, sig, trust_anchors):
-        return SignatureResult("invalid", "the signing certificate does not chain to a trusted issuer", "S02")
-    reason = None if trust_anchors else "valid over the content; the certificate's issuer was not checked"
-    return SignatureResult("valid", reason, weak_algorithm=weak)
-
-
-def _issued_by_anchor(cert: x509.Certificate, sig: etree._Element, anchors_file: Path) -> bool:
-    """Whether ``cert`` chains, through certificates the signature carries, to an anchor."""
+    if len(sigs) > 1:
+        return SignatureResult(
+            "invalid", f"the MsgHead carries {len(sigs)} signatures; one is allowed", "S01"
+        )
+    sig = sigs[0]
+    shape = _reference_problem(sig)
+    if shape is None:
+        shape = _unsigned_text_problem(kith_root, sig)
+    if shape is not None:
+        return SignatureResult("invalid", shape, "S01")
     from cryptography import x509
 
-    try:
-        anchors = x509.load_pem_x509_certificates(anchors_file.read_bytes())
-    except (OSError, ValueError):
-        return False
-    carried = []
-    for el in sig.iter(f"{{{DSIG_NS}}}X509Certificate"):
+    carried: list[x509.Certificate] = []
+    for el in sig.iterfind(f"{{{DSIG_NS}}}KeyInfo/{{{DSIG_NS}}}X509Data/{{{DSIG_NS}}}X509Certificate"):
         try:
             carried.append(x509.load_der_x509_certificate(base64.b64decode("".join((el.text or "").split()))))
         except ValueError:
+            return SignatureResult("invalid", "a certificate in the signature cannot be read", "S02")
+    if not carried:
+        return SignatureResult("invalid", "the signature carries no X.509 certificate", "S01")
+    cert = _leaf(carried)
+    current = now or datetime.now(UTC)
+    moment = min(message_time, current) if message_time is not None else current
+    if not (cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc):
+        return SignatureResult(
+            "invalid",
+            f"the signing {certpath.describe(cert)} is outside its validity period at the message's "
+            f"time {moment.isoformat(timespec='seconds')}",
+            "S02",
+        )
+    checked = _verify_value(kith_root, sig, cert, moment)
+    if checked is not None:
+        return SignatureResult("invalid", checked, "S01")
+    weak = any("sha1" in (el.get("Algorithm") or "") for el in sig.iter(*_ALGORITHM_TAGS))
+    org = certpath.organisation_number(cert)
+    if trust_anchors is None:
+        reason = "valid over the content; the certificate's issuer was not checked"
+        return SignatureResult("valid", reason, weak_algorithm=weak, organisation_number=org)
+    path = certpath.validate(cert, carried, trust_anchors, moment)
+    if path.problem is not None:
+        return SignatureResult("invalid", path.problem, "S02", organisation_number=org)
+    warnings: tuple[str, ...] = ()
+    if crl_dir is not None:
+        revocation = crl.check(path.chain, crl_dir, current)
+        if revocation.code is not None:
+            return SignatureResult("invalid", revocation.problem, revocation.code, organisation_number=org)
+        warnings = tuple(revocation.warnings)
+    return SignatureResult(
+        "valid", None, weak_algorithm=weak, organisation_number=org, anchored=True, warnings=warnings
+    )
+
+
+_ALGORITHM_TAGS = (f"{{{DSIG_NS}}}SignatureMethod", f"{{{DSIG_NS}}}DigestMethod")
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+CANONICAL = frozenset(
+    {
+        "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+        "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+        "http://www.w3.org/2001/10/xml-exc-c14n#",
+        "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+        "http://www.w3.org/2006/12/xml-c14n11",
+        "http://www.w3.org/2006/12/xml-c14n11#WithComments",
+    }
+)
+
+
+def _reference_problem(sig: etree._Element) -> str | None:
+    """Only an enveloped signature over the whole document is accepted: one Reference,
+    ``URI=""``, transforms enveloped-signature and at most one canonicalisation. A Reference to
+    an element by id (``URI="#..."``) signs that element only, and everything around it could
+    be changed (signature wrapping)."""
+    refs = list(sig.iterfind(f"{{{DSIG_NS}}}SignedInfo/{{{DSIG_NS}}}Reference"))
+    if len(refs) != 1:
+        return f"the signature has {len(refs)} references; one over the whole message is required"
+    uri = refs[0].get("URI")
+    if uri != "":
+        shown = "none" if uri is None else f'"{uri[:40]}"'
+        return f'the signature covers {shown}, not the whole message (URI="" is required)'
+    algorithms = [
+        t.get("Algorithm") or "" for t in refs[0].iterfind(f"{{{DSIG_NS}}}Transforms/{{{DSIG_NS}}}Transform")
+    ]
+    if ENVELOPED not in algorithms:
+        return "the signature is not enveloped (no enveloped-signature transform)"
+    rest = [a for a in algorithms if a != ENVELOPED]
+    if algorithms.count(ENVELOPED) > 1 or len(rest) > 1 or any(a not in CANONICAL for a in rest):
+        return (
+            "the signature's reference has transforms other than enveloped-signature and one canonicalisation"
+        )
+    return None
+
+
+def _unsigned_text_problem(kith_root: etree._Element, sig: etree._Element) -> str | None:
+    """A comment or processing instruction inside a text splits it: the product reads the part
+    before it, while the signature (which drops comments) covers the joined text. An attacker
+    can insert one after signing to cut an id or a name short, so none may sit inside text."""
+    for node in kith_root.iter(etree.Comment, etree.ProcessingInstruction):
+        if node.getparent() is None or sig in node.iterancestors():
             continue
-    current = cert
-    for _ in range(len(carried) + 1):
-        for anchor in anchors:
-            if _issued(current, anchor):
-                return True
-        parent = next((c for c in carried if c != current and _issued(current, c)), None)
-        if parent is None:
-            return False
-        current = parent
-    return False
+        before = node.getprevious()
+        left = before.tail if before is not None else node.getparent().text
+        if (left and left.strip()) or (node.tail and node.tail.strip()):
+            return "a comment or processing instruction inside a text value is not covered by the signature"
+    return None
 
 
-def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    from cryptography.exceptions import InvalidSignature as InvalidSignatureError
+def _leaf(carried: list[x509.Certificate]) -> x509.Certificate:
+    """The signer's certificate: the one no other carried certificate names as its issuer
+    (KeyInfo may carry the intermediates too, in any order)."""
+    issuers = {c.issuer for c in carried}
+    return next((c for c in carried if c.subject not in issuers or len(carried) == 1), carried[0])
+
+
+def _verify_value(
+    kith_root: etree._Element, sig: etree._Element, cert: x509.Certificate, moment: datetime
+) -> str | None:
+    """Check the signature value and digest with signxml, then that what was signed is the
+    message as read, canonical form for canonical form (belt and braces over the reference
+    check: the product acts only on what was signed). None when it holds."""
+    from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+    from signxml.verifier import XMLVerifier
 
     try:
-        child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignatureError):
-        return False
-    return True
+        result = XMLVerifier().verify(
+            etree.tostring(kith_root),
+            x509_cert=cert,
+            expect_config=replace(_accepted(), verification_time=moment),
+        )
+    except InvalidDigest:
+        return "the message was changed after it was signed (the digest does not match)"
+    except InvalidCertificate:
+        return "the signing certificate is not usable at the message's time"
+    except (InvalidSignature, InvalidInput) as exc:
+        return f"the signature does not verify ({_SUBJECT.sub('', str(exc))})"[:200]
+    except Exception as exc:  # a malformed signature must not stop the verdict
+        return f"the signature cannot be checked ({type(exc).__name__})"
+    signed = (
+        result.signed_data if not isinstance(result, list) and isinstance(result.signed_data, bytes) else None
+    )
+    if signed is None or signed != _canonical_without(kith_root, sig):
+        return "what the signature covers is not the message as read"
+    return None
+
+
+_SUBJECT = re.compile(r"\(subject=.*?\)")
+
+
+def _canonical_without(kith_root: etree._Element, sig: etree._Element) -> bytes:
+    """The message as the product reads it, minus its signature, in the canonical form the
+    signature's reference names (signxml's default, inclusive c14n 1.0, if none; signxml
+    canonicalises 1.1 as 1.0, and so must this)."""
+    copy = etree.fromstring(etree.tostring(kith_root))
+    own = next(c for c in copy if c.tag == f"{{{DSIG_NS}}}Signature")
+    previous, parent = own.getprevious(), own.getparent()
+    assert parent is not None
+    if own.tail:  # keep the text after the signature, as the enveloped transform does
+        if previous is not None:
+            previous.tail = (previous.tail or "") + own.tail
+        else:
+            parent.text = (parent.text or "") + own.tail
+    parent.remove(own)
+    method = next(
+        (
+            t.get("Algorithm") or ""
+            for t in sig.iter(f"{{{DSIG_NS}}}Transform")
+            if t.get("Algorithm") in CANONICAL
+        ),
+        "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    )
+    prefixes_el = next(
+        (t.find("{http://www.w3.org/2001/10/xml-exc-c14n#}InclusiveNamespaces") for t in sig.iter(f"{{{DSIG_NS}}}Transform")
+         if t.get("Algorithm") == method),
+        None,
+    )  # fmt: skip
+    prefixes = (prefixes_el.get("PrefixList") or "").split() if prefixes_el is not None else None
+    canonical: bytes = etree.tostring(
+        copy,
+        method="c14n",
+        exclusive="exc-c14n" in method,
+        with_comments=method.endswith("#WithComments"),
+        inclusive_ns_prefixes=prefixes,
+    )
+    return canonical
 
 
 def sign(root: etree._Element, key: SigningKey) -> etree._Element:

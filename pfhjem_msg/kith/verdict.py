@@ -7,8 +7,10 @@ valid, which standard it is, the typed model, the signature, and every issue fou
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from lxml import etree
 
@@ -35,6 +37,12 @@ class Options:
     schemas: SchemaSet = field(default_factory=load_schema_set)
     limits: Limits = field(default_factory=Limits)
     trust_anchors: Path | None = None
+    crl_dir: Path | None = None
+    require_signature: bool = False
+    """Reject unsigned messages; a sender's own setting in ``senders`` takes precedence."""
+    senders: dict[str, signature.SenderTrust] = field(default_factory=dict)
+    """Per sender HER-id: the organisation number its certificate must carry, and whether
+    its messages must be signed."""
     salvage: bool = True
     """Read what can be read from a broken document (for addressing a T01 AppRec)."""
 
@@ -178,19 +186,109 @@ def examine(data: bytes, source: str = "-", options: Options | None = None) -> V
                 "XSD_NO_SCHEMA", f"the schema directory has no schema for namespace {ns}", apprec_code="T10"
             )
         )
+    _check_signature(verdict, kith_root, msg, opts)
+    return verdict
+
+
+def _check_signature(verdict: Verdict, kith_root: etree._Element, msg: Message | None, opts: Options) -> None:
+    """The signature, and what the operator requires of it: one that verifies, a certificate
+    of the sender's own organisation, and a signature at all when the sender must sign."""
     if local(kith_root) == "MsgHead":
-        verdict.signature = signature.verify(kith_root, opts.trust_anchors)
-        if verdict.signature.status == "invalid":
+        verdict.signature = signature.verify(
+            kith_root,
+            opts.trust_anchors,
+            crl_dir=opts.crl_dir,
+            message_time=_message_time(msg),
+        )
+    result = verdict.signature
+    if result.status == "invalid":
+        verdict.issues.append(
+            error("SIGNATURE_INVALID", result.reason or "invalid signature", apprec_code=result.apprec_code)
+        )
+        return
+    if msg is None or msg.is_apprec:
+        return  # no AppRec answers an AppRec; what is unreadable is already refused
+    sender = msg.sender.her_ids if msg.sender else []
+    trust = next((opts.senders[h] for h in reversed(sender) if h in opts.senders), None)
+    required = (
+        trust.require_signature if trust and trust.require_signature is not None else opts.require_signature
+    )
+    who = f"sender HER-id {sender[-1]}" if sender else "a sender without HER-id"
+    if result.status == "absent":
+        if required:
             verdict.issues.append(
                 error(
-                    "SIGNATURE_INVALID",
-                    verdict.signature.reason or "invalid signature",
-                    apprec_code=verdict.signature.apprec_code,
+                    "SIGNATURE_MISSING",
+                    f"the message is not signed, and messages from {who} must be "
+                    "([kith] require_signature); ask the sender to sign",
+                    apprec_code="S01",
                 )
             )
-        elif verdict.signature.weak_algorithm:
-            verdict.issues.append(warning("SIGNATURE_SHA1", "the signature uses SHA-1, which is outdated"))
-    return verdict
+        return
+    if required and not result.anchored:
+        verdict.issues.append(
+            error(
+                "SIGNATURE_UNTRUSTED",
+                f"messages from {who} must be signed, but [kith] trust_anchors is not set, so the "
+                "signer cannot be checked; an operator must configure trust_anchors",
+                apprec_code="S02",
+            )
+        )
+    problem = _organisation_problem(result, msg, trust)
+    if problem is not None:
+        verdict.issues.append(error("SIGNATURE_WRONG_ORGANISATION", problem, apprec_code="S02"))
+    elif not _expected_organisations(msg, trust):
+        verdict.issues.append(
+            warning(
+                "SIGNATURE_ORGANISATION_UNCHECKED",
+                f"who signed is not checked: the MsgHead gives no ENH organisation number for {who} "
+                "and none is configured ([[kith.sender]] organisation_number)",
+            )
+        )
+    verdict.issues.extend(warning("CRL_STALE", w) for w in result.warnings)
+    if result.weak_algorithm:
+        verdict.issues.append(warning("SIGNATURE_SHA1", "the signature uses SHA-1, which is outdated"))
+
+
+def _message_time(msg: Message | None) -> datetime | None:
+    """GenDate, which KITH writes in Norwegian local time when it has no offset."""
+    moment = msg.gen_datetime if msg is not None else None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo("Europe/Oslo"))
+    return moment
+
+
+def _expected_organisations(msg: Message, trust: signature.SenderTrust | None) -> set[str]:
+    """The organisation numbers the signer may have: the configured one for the sender, else
+    the ENH idents of the sender's organisation levels in the (signed) MsgHead."""
+    if trust is not None and trust.organisation_number:
+        return {trust.organisation_number}
+    levels = msg.sender.levels if msg.sender else []
+    return {
+        i.id.strip()
+        for lvl in levels
+        if lvl.kind in ("organisation", "department")
+        for i in lvl.idents
+        if i.type == "ENH"
+    }
+
+
+def _organisation_problem(
+    result: signature.SignatureResult, msg: Message, trust: signature.SenderTrust | None
+) -> str | None:
+    expected = _expected_organisations(msg, trust)
+    if not expected or result.organisation_number in expected:
+        return None
+    source = (
+        "configured for the sender" if trust is not None and trust.organisation_number else "in the MsgHead"
+    )
+    wanted = ", ".join(sorted(expected))
+    if result.organisation_number is None:
+        return f"the signing certificate carries no organisation number; the sender's ({source}) is {wanted}"
+    return (
+        f"the message is signed by organisation {result.organisation_number}, not by the sender's "
+        f"{wanted} ({source})"
+    )
 
 
 def _salvage(verdict: Verdict, xml: bytes, opts: Options) -> None:

@@ -34,7 +34,8 @@ from pfhjem_msg.store.sqlite_base import (
     ts,
 )
 
-UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered", "held")
+UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered")
+"""Still with the daemon; ``held`` waits for a person and is counted on its own."""
 PRUNABLE_STATES = ("done", "rejected", "duplicate", "discarded")
 """Final states whose originals retention may delete; ``failed`` waits for an operator."""
 FOLLOWED_UP = "SELECT e.source_message_id FROM episodes e JOIN followups f ON f.episode_id = e.id WHERE f.status = 'open'"
