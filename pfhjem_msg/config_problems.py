@@ -29,9 +29,18 @@ class Problem:
     """The name of the ``[[municipality]]`` the key is in, when it has one."""
 
     def text(self, path: Path) -> str:
+        """``file:line: key: message``, as compilers write it, for ``config check``."""
         where = f"{path}:{self.line}" if self.line else str(path)
         inside = f' (in municipality "{self.municipality}")' if self.municipality else ""
         return f"{where}: {self.key}{inside}: {self.message}"
+
+    def __str__(self) -> str:
+        """``key (line, municipality): message``, key first, for an error that names the file
+        once (a refused start, a rejected reload in the log)."""
+        details = [f"line {self.line}"] if self.line else []
+        details += [f'in municipality "{self.municipality}"'] if self.municipality else []
+        where = " (" + ", ".join(details) + ")" if details else ""
+        return f"{self.key}{where}: {self.message}"
 
 
 class ConfigProblems(ConfigError):
@@ -40,7 +49,7 @@ class ConfigProblems(ConfigError):
     def __init__(self, path: Path, problems: list[Problem]) -> None:
         self.path = path
         self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0))
-        listing = "\n  ".join(p.text(path) for p in self.problems)
+        listing = "\n  ".join(map(str, self.problems))
         super().__init__(
             f"configuration {path} has {len(self.problems)} problem(s); correct them and run "
             f"`pfhjem-msg config check`:\n  {listing}"

@@ -121,8 +121,8 @@ def test_a_bad_key_in_the_second_municipality_names_it_and_its_line(tmp_path: Pa
         load(tmp_path / "config.toml")
     message = str(exc.value)
     assert (
-        f'config.toml:{_line(text, "transprt")}: municipality[1].case_unit.transprt (in municipality "Åsli kommune")'
-        in message
+        f'municipality[1].case_unit.transprt (line {_line(text, "transprt")}, in municipality "Åsli kommune"): '
+        "unknown key" in message
     )
 
 
