@@ -151,7 +151,11 @@ def _limit_fields() -> dict[str, Any]:
             inner = Count
         elif inner is float:
             inner = Interval
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default: Any = None
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
         out[f.name] = (inner | None if optional else inner, default)
     return out
 
