@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from pfhjem_msg import __version__
-from pfhjem_msg.config import Settings, find_config, load
+from pfhjem_msg.config import ConfigProblems, Settings, effective, find_config, load
+from pfhjem_msg.config_show import to_toml
 from pfhjem_msg.decision import decide
-from pfhjem_msg.errors import PfhjemError
+from pfhjem_msg.errors import ConfigError, PfhjemError
 from pfhjem_msg.gpregistry import GPRegistry
 from pfhjem_msg.kith import apprec
 from pfhjem_msg.kith.batch import examine_file, validate_files
@@ -169,22 +170,51 @@ def explain_lines(d: dict[str, Any]) -> list[str]:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    """Load everything the configuration names and report every problem at once."""
-    settings = _settings(args, required=True)
-    assert settings is not None
-    load_schema_set(settings.kith.schemas)
+    """Load everything the configuration names and report every problem at once (exit 1)."""
+    path = find_config(args.config)
     problems: list[str] = []
-    if settings.gp_registry is not None:
-        problems += GPRegistry(settings.gp_registry, log_problems=False).problems
-    if not settings.municipalities:
-        problems.append("no [[municipality]] is configured: every message would go unrouted")
+    settings = None
+    try:
+        settings = load(path)
+        load_schema_set(settings.kith.schemas)
+    except ConfigProblems as exc:
+        problems += [p.text(exc.path) for p in exc.problems]
+    except ConfigError as exc:  # the file is readable and valid, a schema it names is not
+        if settings is None:
+            raise
+        problems.append(f"{path}: kith.schemas: {exc}")
+    if settings is not None:
+        if settings.gp_registry is not None:
+            problems += GPRegistry(settings.gp_registry, log_problems=False).problems
+        if not settings.municipalities:
+            problems.append(f"{path}: municipality: none is configured: every message would go unrouted")
     for p in problems:
         print(f"problem: {p}")
-    names = ", ".join(m.name for m in settings.municipalities) or "none"
-    print(
-        f"{settings.path}: {'OK' if not problems else f'{len(problems)} problem(s)'}; municipalities: {names}"
-    )
-    return 1 if problems else 0
+    if problems:
+        print(f"{path}: {len(problems)} problem(s)")
+        return 1
+    assert settings is not None
+    names = ", ".join(m.name for m in settings.municipalities)
+    print(f"{path}: OK; municipalities: {names}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    """The effective configuration: defaults filled in, paths resolved, passwords masked."""
+    path = find_config(args.config)
+    try:
+        data = effective(path)
+    except ConfigProblems as exc:
+        for p in exc.problems:
+            print(f"problem: {p.text(exc.path)}", file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s); nothing shown", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        sys.stdout.write(f"# effective configuration of {path}\n" + to_toml(data))
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -255,6 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     cc = csub.add_parser("check", help="load the configuration and everything it names; report all problems")
     cc.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
     cc.set_defaults(func=cmd_config_check)
+    cs = csub.add_parser(
+        "show", help="print the effective configuration: defaults filled in, paths resolved, secrets masked"
+    )
+    cs.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    cs.add_argument("--json", action="store_true", help="one JSON object")
+    cs.set_defaults(func=cmd_config_show)
 
     r = sub.add_parser("run", help="run the daemon")
     config_option(r)

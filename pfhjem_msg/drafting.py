@@ -52,6 +52,9 @@ class Crash:
 
 
 class Drafter:
+    """Everything drafting needs, built from the settings it is handed (in a worker: the
+    daemon's own, pickled), never from the configuration file."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = GPRegistry(settings.gp_registry) if settings.gp_registry else None

@@ -4,8 +4,10 @@ daemon's own process keeps the store, the files and the network.
 Workers are forked while the daemon has a single thread (at start-up), so they begin with
 the modules and the compiled schemas already in memory; a pool started later (after a worker
 crashed, when the daemon runs threads that forking could leave holding locks) is spawned
-afresh. Each worker loads the configuration itself (settings hold compiled schemas and keys,
-which do not travel between processes) and dies with the daemon: on Linux the kernel kills it when
+afresh. Each worker is handed the daemon's own settings (plain, picklable data, validated once
+when the daemon loaded them) and compiles the schemas from them; it never reads the
+configuration file, so a pool restarted after the file was edited (or broken) decides with
+exactly the settings the daemon delivers with. Each worker dies with the daemon: on Linux the kernel kills it when
 its parent dies (``PR_SET_PDEATHSIG``); elsewhere it notices its parent is gone. A worker
 that dies mid-batch (a crash in a C library) breaks the pool: the batch is then drafted one
 message at a time in a fresh pool, and the message that breaks it again is reported as a
@@ -25,9 +27,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
-from pathlib import Path
 
-from pfhjem_msg.config import Settings, load
+from pfhjem_msg.config import Settings
 from pfhjem_msg.drafting import Crash, Draft, Drafter
 from pfhjem_msg.kith.verdict import Options
 from pfhjem_msg.logs import get_logger
@@ -46,10 +47,10 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _init(config: str, parent: int) -> None:
+def _init(settings: Settings, parent: int) -> None:
     global _DRAFTER
     _die_with_parent(parent)
-    _DRAFTER = Drafter(load(Path(config)))
+    _DRAFTER = Drafter(settings)
 
 
 def _ready() -> bool:
@@ -88,7 +89,7 @@ class DraftPool:
                 self.workers,
                 mp_context=multiprocessing.get_context(method),
                 initializer=_init,
-                initargs=(str(self.settings.path.resolve()), os.getpid()),
+                initargs=(self.settings, os.getpid()),
             )
         return self._pool
 
@@ -99,8 +100,8 @@ class DraftPool:
         return self._options
 
     def start(self) -> None:
-        """Start the workers without waiting: they load the configuration and compile the
-        schemas while the daemon takes in what is waiting."""
+        """Start the workers without waiting: they compile the schemas while the daemon takes
+        in what is waiting."""
         if self.local is None and not self._starting:
             self._starting = [self._executor().submit(_ready) for _ in range(self.workers)]
 

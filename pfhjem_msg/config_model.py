@@ -1,0 +1,365 @@
+"""The configuration file as a declarative, strictly typed model (pydantic).
+
+Each section is a model that forbids unknown keys and coerces nothing: ``"false"`` is not a
+boolean and ``25`` is not a host name. Ranges are part of the types. Paths are resolved
+against the configuration file's directory (handed in as validation context ``base``).
+Defaults that depend on other keys (the hub outbox under ``state_dir``, a destination's
+directory, the number of workers) are filled in once the whole file is valid, so the model
+is the effective configuration that ``config show`` prints and ``config.load`` converts.
+
+The keys of ``[kith]`` that limit untrusted input are made from the fields of
+:class:`~pfhjem_msg.kith.parse.Limits`, so a new limit there is a new key here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from pfhjem_msg.config import ENV_PREFIX, default_workers
+from pfhjem_msg.kith.apprec import AppRecPolicy
+from pfhjem_msg.kith.parse import Limits
+from pfhjem_msg.retry import RetryPolicy
+from pfhjem_msg.transport.smtp import SmtpSettings
+
+
+def _problem(kind: str, message: str, key: str | None = None) -> PydanticCustomError:
+    """A problem in our own wording. A check of a whole table passes ``key``, the dotted path
+    (list positions as numbers) of the key inside the table the problem is about, so the
+    report can name that key and its line."""
+    return PydanticCustomError(kind, message, {"key": key} if key else None)
+
+
+def _resolve(value: Any, info: ValidationInfo) -> Path:
+    """A path from the file (text) or a default (a Path), made absolute."""
+    if not isinstance(value, str | Path) or not str(value):
+        raise _problem("path_type", "must be a path written in quotes")
+    path = Path(value)
+    if not path.is_absolute():
+        base = (info.context or {}).get("base", Path.cwd())
+        path = (Path(base) / path).resolve()
+    return path
+
+
+def _file(path: Path) -> Path:
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise _problem("path_missing", f"{path} {what}; correct the path")
+    return path
+
+
+def _directory(path: Path) -> Path:
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise _problem("path_missing", f"{path} {what}; create it or correct the path")
+    return path
+
+
+def _her_id(value: str) -> str:
+    if not value.isdigit():
+        raise _problem("her_id", 'must be a HER-id: digits written in quotes, e.g. "8300010"')
+    return value
+
+
+def _org_number(value: str) -> str:
+    if not (value.isdigit() and len(value) == 9):
+        raise _problem(
+            "organisation_number", 'must be a 9-digit organisation number in quotes, e.g. "974589095"'
+        )
+    return value
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise _problem("network", 'must be an address or network, e.g. "10.0.0.0/8" or "127.0.0.1"') from None
+    return value
+
+
+def _address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not (at and local and domain) or any(c.isspace() for c in value):
+        raise _problem("address", 'must be an e-mail address, e.g. "postmottak@fjordvik.kommune.no"')
+    return value
+
+
+def _secret(value: str) -> str:
+    if value.startswith(ENV_PREFIX) and os.environ.get(value[len(ENV_PREFIX) :]) is None:
+        raise _problem(
+            "env_missing",
+            f"names the environment variable {value[len(ENV_PREFIX) :]}, which is not set; "
+            "set it for the daemon (e.g. in the systemd unit's EnvironmentFile)",
+        )
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _problem("host_port", 'must be "host:port" with a port 1–65535, e.g. "127.0.0.1:9464"')
+    return value
+
+
+RelPath = Annotated[Path, BeforeValidator(_resolve)]
+ExistingFile = Annotated[Path, BeforeValidator(_resolve), AfterValidator(_file)]
+ExistingDir = Annotated[Path, BeforeValidator(_resolve), AfterValidator(_directory)]
+Text = Annotated[str, Field(min_length=1)]
+HerId = Annotated[str, AfterValidator(_her_id)]
+Count = Annotated[int, Field(ge=1)]
+Days = Annotated[int, Field(ge=1)]
+Seconds = Annotated[float, Field(ge=0)]
+Interval = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Secret = Annotated[str, AfterValidator(_secret)]
+Email = Annotated[str, AfterValidator(_address)]
+
+
+class Section(BaseModel):
+    """Strict, closed: every key must be known and of its own type."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_default=True)
+
+
+def _limit_fields() -> dict[str, Any]:
+    """``[kith]`` keys from :class:`Limits`: whole numbers and numbers must be positive."""
+    hints = typing.get_type_hints(Limits)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(Limits):
+        kind = hints[f.name]
+        optional = typing.get_origin(kind) in (Union, types.UnionType) and type(None) in typing.get_args(kind)
+        inner = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if optional else kind
+        if inner is int:
+            inner = Count
+        elif inner is float:
+            inner = Interval
+        default: Any = None
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        out[f.name] = (inner | None if optional else inner, default)
+    return out
+
+
+class Sender(Section):
+    her_id: HerId
+    organisation_number: Annotated[str, AfterValidator(_org_number)] | None = None
+    require_signature: bool | None = None
+
+
+class KithBase(Section):
+    schemas: ExistingDir | None = None
+    trust_anchors: ExistingFile | None = None
+    crl_dir: ExistingDir | None = None
+    require_signature: bool = False
+    sender: list[Sender] = []
+
+    @model_validator(mode="after")
+    def _one_entry_per_sender(self) -> KithBase:
+        seen = [s.her_id for s in self.sender]
+        twice = sorted({h for h in seen if seen.count(h) > 1})
+        if twice:
+            raise _problem(
+                "duplicate", f"HER-id {', '.join(twice)} has more than one [[kith.sender]]", "sender"
+            )
+        return self
+
+
+if TYPE_CHECKING:
+    Kith = KithBase
+else:
+    Kith = create_model("Kith", __base__=KithBase, **_limit_fields())
+
+
+class Signing(Section):
+    key: ExistingFile
+    cert: ExistingFile
+
+
+class Apprec(Section):
+    reject_schema_errors: bool = AppRecPolicy.reject_schema_errors
+    unknown_receiver: Literal["apprec_e21", "hold"] = "apprec_e21"
+
+
+class Destination(Section):
+    name: Text
+    her_id: HerId | None = None
+    transport: Literal["dir", "smtp", "hub"] = "dir"
+    path: RelPath | None = None
+    address: Email | None = None
+    group: Text | None = None
+
+    @model_validator(mode="after")
+    def _what_the_transport_needs(self) -> Destination:
+        if self.transport == "smtp" and self.address is None:
+            raise _problem("required", 'is required for transport "smtp"', "address")
+        if self.transport == "hub" and self.her_id is None:
+            raise _problem("required", 'is required for transport "hub"', "her_id")
+        return self
+
+
+class Municipality(Section):
+    name: Text
+    her_ids: Annotated[list[HerId], Field(min_length=1)]
+    case_unit: Destination
+    default: Destination | None = None
+    kreftkoordinator: Destination | None = None
+
+
+class Hub(Section):
+    outbox: RelPath | None = None
+    group: Text | None = None
+
+
+class GpRegistry(Section):
+    file: ExistingFile
+
+
+class Pathway(Section):
+    phrases: list[Text] = []
+    negations: list[Text] = []
+
+
+class IntakeSmtp(Section):
+    host: Text = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 2525
+    """0: the system picks a free port (tests)."""
+    max_connections: Count = 100
+    idle_timeout_seconds: Interval = 30.0
+    max_message_bytes: Count | None = None
+    max_recipients: Count = 20
+    allow: list[Annotated[str, AfterValidator(_network)]] = []
+    tls_cert: ExistingFile | None = None
+    tls_key: ExistingFile | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> IntakeSmtp:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise _problem("required", "tls_cert and tls_key go together: set both or neither", missing)
+        return self
+
+
+class Intake(Section):
+    spool: RelPath | None = None
+    settle_seconds: Seconds = 1.0
+    poll_seconds: Interval = 1.0
+    smtp: IntakeSmtp | None = None
+
+
+class Smtp(Section):
+    host: Text = SmtpSettings.host
+    port: Port = SmtpSettings.port
+    starttls: bool = SmtpSettings.starttls
+    username: Text | None = None
+    password: Secret | None = None
+    sender: Email = SmtpSettings.sender
+    timeout: Interval = SmtpSettings.timeout
+
+
+class Retry(Section):
+    max_attempts: Count = RetryPolicy.max_attempts
+    base_seconds: Seconds = RetryPolicy.base_seconds
+    factor: Annotated[float, Field(ge=1)] = RetryPolicy.factor
+    """Below 1 the waits would shrink; 0 would make every wait after the first 0."""
+    max_seconds: Seconds = RetryPolicy.max_seconds
+    jitter: Annotated[float, Field(ge=0, le=1)] = RetryPolicy.jitter
+    pipeline_attempts: Count = RetryPolicy.pipeline_attempts
+
+
+class Daemon(Section):
+    workers: Count | None = None
+    """None until the whole file is valid: then one per core, at most four."""
+    sweep_seconds: Interval = 2.0
+
+
+class Retention(Section):
+    payload_days: Days | None = None
+    metadata_days: Days | None = None
+
+    @model_validator(mode="after")
+    def _history_outlives_payload(self) -> Retention:
+        p, m = self.payload_days, self.metadata_days
+        if p is not None and m is not None and m < p:
+            raise _problem("range", f"must not be shorter than payload_days ({p})", "metadata_days")
+        return self
+
+
+class Followups(Section):
+    closing_reminder_days: Days = 14
+    sweep_minutes: Interval = 10.0
+
+
+class Metrics(Section):
+    address: Annotated[str, AfterValidator(_host_port)] | None = None
+    refresh_seconds: Interval = 15.0
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "unit"
+
+
+class ConfigFile(Section):
+    state_dir: RelPath = Path("../var")
+    kith: Kith = Field(default_factory=Kith)
+    signing: Signing | None = None
+    apprec: Apprec = Apprec()
+    municipality: list[Municipality] = []
+    hub: Hub = Hub()
+    gp_registry: GpRegistry | None = None
+    pathway: Pathway = Pathway()
+    intake: Intake = Intake()
+    smtp: Smtp = Smtp()
+    retry: Retry = Retry()
+    daemon: Daemon = Daemon()
+    retention: Retention = Retention()
+    followups: Followups = Followups()
+    metrics: Metrics = Metrics()
+
+    @field_validator("municipality")
+    @classmethod
+    def _her_ids_once(cls, municipalities: list[Municipality]) -> list[Municipality]:
+        seen: dict[str, str] = {}
+        for i, m in enumerate(municipalities):
+            for her in m.her_ids:
+                if her in seen:
+                    raise _problem("duplicate", f"HER-id {her} is already {seen[her]}'s", f"{i}.her_ids")
+                seen[her] = m.name
+        return municipalities
+
+    @model_validator(mode="after")
+    def _fill_derived_defaults(self) -> ConfigFile:
+        """Defaults that depend on other keys, so what is shown is what runs."""
+        if self.hub.outbox is None:
+            self.hub.outbox = self.state_dir / "outbox"
+        if self.daemon.workers is None:
+            self.daemon.workers = default_workers()
+        if self.intake.smtp is not None and self.intake.smtp.max_message_bytes is None:
+            self.intake.smtp.max_message_bytes = getattr(self.kith, "max_bytes", None)
+        units = self.state_dir / "case-units"
+        for m in self.municipality:
+            if m.default is None:
+                m.default = m.case_unit.model_copy()
+            for d in (m.case_unit, m.default, m.kreftkoordinator):
+                if d is not None and d.transport == "dir" and d.path is None:
+                    d.path = units / _slug(d.name)
+        return self
