@@ -114,7 +114,7 @@ def examine(data: bytes, source: str = "-", options: Options | None = None) -> V
     opts = options or Options()
     if len(data) > opts.limits.max_bytes:
         return Verdict(source, False, issues=too_large(len(data), opts.limits))
-    unwrapped = unwrap(data)
+    unwrapped = unwrap(data, opts.limits)
     verdict = Verdict(source, False, unwrapped.transport, issues=list(unwrapped.issues))
     if unwrapped.xml is None:
         return verdict
