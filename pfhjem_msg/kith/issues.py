@@ -6,6 +6,7 @@ is not obvious) what it means for the sender. They never quote patient data or f
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -81,3 +82,19 @@ def capped(issues: list[Issue], most: int, what: str = "issues") -> list[Issue]:
             )
         )
     return kept
+
+
+_CODE_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,39}$")
+
+
+def code_text(value: str | None) -> str:
+    """A code from the message as an issue may show it: a short run of code characters,
+    quoted. Anything else (a blank, a phrase, an 11-digit number shaped like a national id)
+    is described instead of shown, since senders put all kinds of data in code fields."""
+    if value is None or not value.strip():
+        return "(empty)"
+    if not _CODE_SHAPE.match(value):
+        return "(not shown: not a code)"
+    if value.isdigit() and len(value) == 11:
+        return "(not shown: 11 digits)"
+    return repr(value)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from lxml import etree
 
 from pfhjem_msg.kith import codes
-from pfhjem_msg.kith.issues import Issue, warning
+from pfhjem_msg.kith.issues import Issue, code_text, warning
 from pfhjem_msg.kith.model import Attachment, Code, Ident, PartyKind, PartyLevel
 from pfhjem_msg.kith.parse import Where, local, path_of
 
@@ -120,7 +120,9 @@ class Reader:
         value = raw.strip()
         if value != raw:
             self.deviation(
-                "CODE_WHITESPACE", f"code value {raw!r} has surrounding blanks; read as {value!r}", target
+                "CODE_WHITESPACE",
+                f"code value {code_text(value)} has surrounding blanks, which were dropped",
+                target,
             )
         if not value:
             return None
@@ -140,13 +142,13 @@ class Reader:
         if type_value not in known and type_value not in codes.ALL_ID_TYPES:
             self.deviation(
                 "ID_TYPE_UNKNOWN",
-                f"id type {type_value!r} is not in code system {'8116' if person else '9051'}",
+                f"id type {code_text(type_value)} is not in code system {'8116' if person else '9051'}",
                 type_el if type_el is not None else el,
             )
         if type_code.system and type_code.system not in codes.ID_SYSTEMS_ACCEPTED:
             self.deviation(
                 "ID_TYPE_OID",
-                f"id type {type_value} names code system {type_code.system!r}; expected {expected}",
+                f"id type {code_text(type_value)} names code system {code_text(type_code.system)}; expected {expected}",
                 type_el if type_el is not None else el,
             )
         return Ident(id_text, type_value, type_code.system)
