@@ -39,7 +39,7 @@ class Limits:
     max_elements: int = 100_000
     """Start tags, comments and processing instructions (counted in the bytes, so markup
     inside a comment or CDATA section counts too)."""
-    max_attributes: int = 200_000
+    max_attributes: int = 100_000
     """Attributes and namespace declarations in the whole document."""
     max_issues: int = 200
     """Issues kept per message; the rest are summed up in one ISSUES_TRUNCATED issue."""
