@@ -22,6 +22,8 @@ import contextlib
 import hashlib
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +52,9 @@ TOKENS = [
     b"Content-Transfer-Encoding: base64\r\n", b"Content-Transfer-Encoding: quoted-printable\r\n",
 ]  # fmt: skip
 """Pieces of markup, encodings, dates and MIME that random bytes rarely spell by chance."""
+DATES = [b"12.10.9999", b"31.12.9999", b"01.01.0001", b"00.00.0000", b"31.02.2026", b"29.02.2027",
+         b"9999-12-31", b"0001-01-01", b"2026-13-40", b"99.99.99999"]  # fmt: skip
+_DATE = re.compile(rb"\d{2}\.\d{2}\.\d{4}|\d{4}-\d{2}-\d{2}")
 
 
 def seeds() -> list[bytes]:
@@ -133,7 +138,7 @@ def mutate(data: bytes, draw_int: Callable[[int, int], int]) -> bytes:
             out.extend(TOKENS[draw_int(0, len(TOKENS) - 1)])
             continue
         pos = draw_int(0, len(out) - 1)
-        kind = draw_int(0, 6)
+        kind = draw_int(0, 7)
         if kind == 0:
             out[pos] = draw_int(0, 255)
         elif kind == 1:
@@ -148,9 +153,14 @@ def mutate(data: bytes, draw_int: Callable[[int, int], int]) -> bytes:
         elif kind == 5:
             other = pos + draw_int(0, len(out) - pos - 1) if len(out) > pos + 1 else pos
             out[pos], out[other] = out[other], out[pos]
-        else:
+        elif kind == 6:
             digits = b"0123456789"
             out[pos] = digits[draw_int(0, 9)]
+        else:  # a date where the seed has one: the pathway reads dates out of free text
+            found = list(_DATE.finditer(out))
+            if found:
+                m = found[draw_int(0, len(found) - 1)]
+                out[m.start() : m.end()] = DATES[draw_int(0, len(DATES) - 1)]
     return bytes(out)
 
 
@@ -172,7 +182,10 @@ def run_hypothesis(seconds: float, out: Path | None) -> dict[str, Any]:
         if draw(st.integers(0, 9)) == 0:
             return draw(st.binary(max_size=4096))
         seed = draw(st.sampled_from(corpus))
-        return mutate(seed, lambda lo, hi: draw(st.integers(lo, hi)))
+        if draw(st.booleans()):  # hypothesis's choices: biased to edges, small and large
+            return mutate(seed, lambda lo, hi: draw(st.integers(lo, hi)))
+        rng = draw(st.randoms(use_true_random=True))  # even choices reach the middle of a file
+        return mutate(seed, rng.randint)
 
     # Generation only: a crash is recorded, not raised, and the deadline must not be shrunk.
     @settings(max_examples=10**9, deadline=None, database=None, phases=[Phase.generate],
@@ -188,7 +201,14 @@ def run_hypothesis(seconds: float, out: Path | None) -> dict[str, Any]:
     return findings.report("hypothesis", time.monotonic() - started)
 
 
-def run_atheris_child(seconds: float, out: Path, corpus: Path, stats: Path) -> None:  # pragma: no cover
+def _dict_entry(token: bytes) -> str:
+    """A libFuzzer dictionary line: the token quoted, with every byte as a \\xNN escape."""
+    return '"' + "".join(f"\\x{b:02x}" for b in token) + '"'
+
+
+def run_atheris_child(
+    seconds: float, out: Path, corpus: Path, stats: Path, tokens: Path
+) -> None:  # pragma: no cover
     """The libFuzzer process: instruments the product, then runs until the deadline and
     writes its findings to ``stats`` (libFuzzer never returns to the caller)."""
     import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -215,10 +235,18 @@ def run_atheris_child(seconds: float, out: Path, corpus: Path, stats: Path) -> N
             write()
             os._exit(0)
 
+    def mutator(data: bytes, max_size: int, seed: int) -> bytes:
+        """libFuzzer's own mutations half the time, ours (markup tokens, dates) otherwise."""
+        rng = random.Random(seed)
+        if rng.random() < 0.5:
+            return bytes(atheris.Mutate(data, max_size))
+        return mutate(data, rng.randint)[:max_size]
+
     atheris.Setup(
         [sys.argv[0], str(corpus), "-max_len=65536", "-rss_limit_mb=2048", "-timeout=10",
-         f"-artifact_prefix={out}/", f"-max_total_time={int(seconds) + 60}", "-print_final_stats=0"],
+         f"-artifact_prefix={out}/", f"-dict={tokens}", f"-max_total_time={int(seconds) + 60}", "-print_final_stats=0"],
         one_input,
+        custom_mutator=mutator,
     )  # fmt: skip
     atheris.Fuzz()
 
@@ -234,9 +262,11 @@ def run_atheris(seconds: float, out: Path | None) -> dict[str, Any]:
         findings_dir = out or work / "findings"
         findings_dir.mkdir(parents=True, exist_ok=True)
         stats = work / "stats.json"
+        dictionary = work / "tokens.dict"
+        dictionary.write_text("".join(f"{_dict_entry(t)}\n" for t in TOKENS + DATES))
         done = subprocess.run(
             [sys.executable, __file__, "--child", "--seconds", str(seconds), "--out", str(findings_dir),
-             "--corpus", str(corpus), "--stats", str(stats)],
+             "--corpus", str(corpus), "--stats", str(stats), "--dict", str(dictionary)],
             capture_output=True, timeout=seconds + 120, check=False,
         )  # fmt: skip
         report: dict[str, Any] = json.loads(stats.read_text()) if stats.exists() else {"crashes": []}
@@ -264,9 +294,10 @@ def main() -> int:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--dict", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:  # pragma: no cover
-        run_atheris_child(args.seconds, args.out, args.corpus, args.stats)
+        run_atheris_child(args.seconds, args.out, args.corpus, args.stats, args.dict)
         return 0
     engine = args.engine
     if engine == "auto":
