@@ -27,6 +27,7 @@ _SOAP_NS = (b"http://schemas.xmlsoap.org/soap/envelope/", b"http://www.w3.org/20
 _ENCODING_DECL = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=", re.IGNORECASE)
 _HEADER_LINE = re.compile(rb"^[A-Za-z][A-Za-z0-9-]*:[ \t]")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
+_NON_BLANK = re.compile(rb"\S")
 
 
 @dataclass
@@ -37,9 +38,11 @@ class Unwrapped:
 
 
 def _looks_like_xml(data: bytes) -> bool:
-    head = data.lstrip()
+    first = _NON_BLANK.search(data)
+    head = data[first.start() : first.start() + 8] if first else b""
     if head.startswith(_BOM):
-        head = head[3:].lstrip()
+        after = _NON_BLANK.search(data, first.start() + 3) if first else None
+        head = data[after.start() : after.start() + 8] if after else b""
     return head.startswith(b"<") or head.startswith(b"\xff\xfe") or head.startswith(b"\xfe\xff")
 
 
@@ -195,7 +198,7 @@ def _split(data: bytes, start: int, end: int, boundary: bytes, most: int) -> lis
 
 def unwrap(data: bytes, limits: Limits | None = None) -> Unwrapped:
     """The XML to read, and how it arrived; never raises on bad input."""
-    if _looks_like_xml(data) or not data.strip():
+    if _looks_like_xml(data) or not data or data.isspace():
         return Unwrapped(data, "ebxml" if _is_soap(data) else "xml")
     if not _HEADER_LINE.match(data.lstrip(b"\r\n")):
         return Unwrapped(

@@ -167,9 +167,12 @@ def _count_refusal(data: bytes, utf16: str | None, limits: Limits) -> ParsedXml 
     bound that costs one pass in C, so a flood of siblings is refused before a tree is built.
     """
     text = data.decode(utf16, errors="replace").encode() if utf16 else data
-    starts = text.count(b"<") - text.count(b"</")
-    # An attribute's "=" is followed by its quote or by a blank before it.
-    attributes = sum(text.count(b"=" + after) for after in (b'"', b"'", b" ", b"\t", b"\r", b"\n"))
+    starts = text.count(b"<")
+    if starts > limits.max_elements:  # end tags count too; subtract them only when it matters
+        starts -= text.count(b"</")
+    attributes = text.count(b"=")
+    if attributes > limits.max_attributes:  # an attribute's "=" is followed by a quote or a blank
+        attributes = sum(text.count(b"=" + after) for after in (b'"', b"'", b" ", b"\t", b"\r", b"\n"))
     if starts > limits.max_elements:
         return _refuse(
             "XML_TOO_MANY_ELEMENTS",
@@ -193,7 +196,7 @@ def parse_xml(data: bytes, limits: Limits, recover: bool = False) -> ParsedXml:
     """
     if len(data) > limits.max_bytes:
         return ParsedXml(None, too_large(len(data), limits))
-    if not data.strip():
+    if not data or data.isspace():
         return _refuse("XML_EMPTY", "the message is empty")
     if _declares_dtd(data):
         return _refuse(
