@@ -1,8 +1,8 @@
 """Hardened parsing of untrusted XML bytes.
 
 Messages come from outside the municipality. The parser never reads a DTD, never expands an
-entity, never opens a network connection or a file, and refuses input over a size or depth
-limit before it costs memory or time. Each refusal is an Issue with its own code, so the
+entity, never opens a network connection or a file, and refuses input over a size, depth,
+element or attribute limit before it costs memory or time (see ``Limits``). Each refusal is an Issue with its own code, so the
 AppRec can say T01 and an operator can see exactly why.
 """
 
