@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from pfhjem_msg.kith import codes
-from pfhjem_msg.kith.issues import Issue, error, warning
+from pfhjem_msg.kith.issues import Issue, code_text, error, warning
 from pfhjem_msg.kith.model import AppRecPayload, Message, Party
 
 UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -47,12 +47,15 @@ def check(msg: Message, mig_version: str | None = None) -> list[Issue]:
             issues.append(warning("MSG_TYPE_MISSING", "the message names no message type (8279)"))
     elif not codes.is_known_message_type(msg.msg_type.value):
         issues.append(
-            warning("MSG_TYPE_UNKNOWN", f"message type {msg.msg_type.value!r} is not one this product knows")
+            warning(
+                "MSG_TYPE_UNKNOWN",
+                f"message type {code_text(msg.msg_type.value)} is not one this product knows",
+            )
         )
     expected_mig = MIG_VERSIONS.get(msg.standard)
     if expected_mig and mig_version is not None and mig_version.strip() != expected_mig:
         issues.append(
-            warning("MIG_VERSION", f"MIGversion is {mig_version.strip()!r}; {expected_mig!r} was expected")
+            warning("MIG_VERSION", f"MIGversion is not {expected_mig!r}, the version this standard requires")
         )
     if msg.gen_date and msg.gen_datetime is None:
         issues.append(warning("GEN_DATE_UNREADABLE", "GenDate is not a date and time"))
@@ -106,7 +109,9 @@ def _apprec(payload: AppRecPayload) -> list[Issue]:
     out = []
     status = payload.status.value if payload.status else None
     if status not in codes.APPREC_STATUS:
-        out.append(error("APPREC_STATUS_UNKNOWN", f"AppRec status {status!r} is not in code system 8258"))
+        out.append(
+            error("APPREC_STATUS_UNKNOWN", f"AppRec status {code_text(status)} is not in code system 8258")
+        )
     elif status == "1" and payload.errors:
         out.append(error("APPREC_STATUS_ERRORS", "an AppRec with status 1 (OK) must carry no Error"))
     elif status in ("2", "3") and not payload.errors:
@@ -115,7 +120,9 @@ def _apprec(payload: AppRecPayload) -> list[Issue]:
         in_8221 = e.system in (None, codes.APPREC_ERROR_SYSTEM)
         if in_8221 and e.value not in codes.APPREC_ERRORS:
             out.append(
-                warning("APPREC_ERROR_UNKNOWN", f"AppRec error {e.value!r} is not in code system 8221")
+                warning(
+                    "APPREC_ERROR_UNKNOWN", f"AppRec error {code_text(e.value)} is not in code system 8221"
+                )
             )
     if not payload.original_msg_id:
         out.append(error("APPREC_NO_ORIGINAL", "the AppRec does not name the message it answers"))

@@ -6,6 +6,7 @@ is not obvious) what it means for the sender. They never quote patient data or f
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,3 +48,53 @@ def warning(code: str, message: str, **kw: object) -> Issue:
 
 def has_errors(issues: list[Issue]) -> bool:
     return any(i.severity == "error" for i in issues)
+
+
+TRUNCATED = "ISSUES_TRUNCATED"
+
+
+def capped(issues: list[Issue], most: int, what: str = "issues") -> list[Issue]:
+    """At most ``most`` issues and one that counts the rest.
+
+    A hostile message can be built to yield hundreds of thousands of issues; an operator
+    reads the first few and the AppRec needs one per code. So beyond the first ``most``,
+    only the first issue of each severity and AppRec code is kept (the AppRec and the
+    verdict stay what they would be), and so are earlier counts of issues not shown.
+    """
+    if len(issues) <= most:
+        return issues
+    kept = issues[:most]
+    seen = {(i.severity, i.apprec_code) for i in kept}
+    dropped = 0
+    for issue in issues[most:]:
+        key = (issue.severity, issue.apprec_code)
+        if issue.code == TRUNCATED or key not in seen:
+            seen.add(key)
+            kept.append(issue)
+        else:
+            dropped += 1
+    if dropped:
+        kept.append(
+            Issue(
+                "info",
+                TRUNCATED,
+                f"{dropped} more {what} of the same kinds are not shown; fix the first ones",
+            )
+        )
+    return kept
+
+
+_CODE_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,39}$")
+
+
+def code_text(value: str | None) -> str:
+    """A code from the message as an issue may show it: a short run of code characters,
+    quoted. Anything else (a blank, a phrase, an 11-digit number shaped like a national id)
+    is described instead of shown, since senders put all kinds of data in code fields."""
+    if value is None or not value.strip():
+        return "(empty)"
+    if not _CODE_SHAPE.match(value):
+        return "(not shown: not a code)"
+    if value.isdigit() and len(value) == 11:
+        return "(not shown: 11 digits)"
+    return repr(value)

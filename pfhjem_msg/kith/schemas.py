@@ -21,7 +21,7 @@ from pathlib import Path
 from lxml import etree
 
 from pfhjem_msg.errors import ConfigError
-from pfhjem_msg.kith.issues import Issue, error
+from pfhjem_msg.kith.issues import TRUNCATED, Issue, error
 from pfhjem_msg.kith.parse import path_of
 
 
@@ -78,38 +78,124 @@ class SchemaSet:
     def covers(self, ns: str) -> bool:
         return ns in self.namespaces
 
-    def validate(self, kith_root: etree._Element) -> list[Issue]:
-        """Schema issues for one KITH root element (a wrapper around it is not validated)."""
+    def validate(self, kith_root: etree._Element, most: int = 200) -> list[Issue]:
+        """Schema issues for one KITH root element (a wrapper around it is not validated); at
+        most ``most`` of them rendered, the rest counted."""
         target = kith_root
         if kith_root.getparent() is not None:
             target = copy.deepcopy(kith_root)  # keeps source line numbers
         with self.lock:  # an XMLSchema object keeps its error log: one validation at a time
             ok = self.schema.validate(target)
-            log = list(self.schema.error_log) if not ok else []
-        return [
+            log = self.schema.error_log if not ok else None
+            count = len(log) if log is not None else 0
+            entries = [log[i] for i in range(min(count, most))] if log is not None else []
+        issues = [
             error(
                 "XSD_INVALID",
-                _clean(entry.message),
+                describe(entry.type_name, entry.message),
                 line=entry.line or None,
                 path=_readable_path(target, entry.path),
                 apprec_code="T02",
             )
-            for entry in log
+            for entry in entries
         ]
+        if count > most:
+            issues.append(
+                Issue(
+                    "info", TRUNCATED, f"{count - most} more schema errors are not shown; fix the first ones"
+                )
+            )
+        return issues
 
 
 _NS_IN_MESSAGE = re.compile(r"\{[^}]*\}")
-_VALUE_AFTER_ELEMENT = re.compile(r"(Element '[^']*'(?:, attribute '[^']*')?: )'[^']*'")
-_THE_VALUE = re.compile(r"The value '[^']*'")
+_NAME = re.compile(r"^[\w.:-]{1,80}$")
+_SUBJECT = re.compile(r"^Element '([^']*)'(?:, attribute '([^']*)')?: ")
+_EXPECTED = re.compile(r"Expected is (?:one of )?\( ([^()]*) \)")
+_FACET = re.compile(r"^\[facet '([A-Za-z]{1,30})'\]")
+_REQUIRED_ATTRIBUTE = re.compile(r"^The attribute '([^']*)' is required")
+_TYPE_AT_END = re.compile(r"of the (?:atomic|union|list) type '([^']*)'\.$")
+_FIXED_AT_END = re.compile(r"fixed value constraint '([^']*)'\.$")
+_FIXED_VALUE = re.compile(r"^[\w .:/-]{1,64}$")
+_STRUCTURE = {
+    "SCHEMAV_CVC_COMPLEX_TYPE_2_1": "must be empty",
+    "SCHEMAV_CVC_COMPLEX_TYPE_2_2": "must hold text only, not elements",
+    "SCHEMAV_CVC_TYPE_3_1_2": "must hold text only, not elements",
+    "SCHEMAV_CVC_COMPLEX_TYPE_2_3": "must hold elements only, not text",
+    "SCHEMAV_CVC_ELT_1": "is not declared by any schema in the schema directory",
+    "SCHEMAV_CVC_ELT_2": "is declared abstract and cannot be used",
+    "SCHEMAV_CVC_ELT_3_1": "must not be nil",
+    "SCHEMAV_CVC_ELT_3_2_1": "is nil but has content",
+    "SCHEMAV_CVC_ELT_4_1": "names an xsi:type that is not a type",
+    "SCHEMAV_CVC_ELT_4_2": "names an xsi:type that cannot be used here",
+    "SCHEMAV_CVC_ELT_4_3": "names an xsi:type that is not derived from its declared type",
+    "SCHEMAV_CVC_WILDCARD": "is not allowed by the wildcard here",
+}
+_ATTRIBUTE_NOT_ALLOWED = frozenset(
+    {"SCHEMAV_CVC_COMPLEX_TYPE_3_2_1", "SCHEMAV_CVC_COMPLEX_TYPE_3_2_2", "SCHEMAV_CVC_TYPE_3_1_1"}
+)
+_FIXED = frozenset({"SCHEMAV_CVC_ELT_5_2_2_2_1", "SCHEMAV_CVC_ELT_5_2_2_2_2", "SCHEMAV_CVC_AU"})
+_DATATYPE = frozenset(
+    {
+        "SCHEMAV_CVC_DATATYPE_VALID_1_2_1",
+        "SCHEMAV_CVC_DATATYPE_VALID_1_2_2",
+        "SCHEMAV_CVC_DATATYPE_VALID_1_2_3",
+        "SCHEMAV_CVC_ATTRIBUTE_3",
+        "SCHEMAV_CVC_ELT_5_2_1",
+        "SCHEMAV_CVC_SIMPLE_TYPE",
+    }
+)
 
 
-def _clean(message: str) -> str:
-    """libxml2 names elements as {namespace}Name; the name alone is what a person reads."""
-    text = _NS_IN_MESSAGE.sub("", message)
-    # Values may be patient data (a birth date, a name): show the structure, never the value.
-    text = _VALUE_AFTER_ELEMENT.sub(r"\1'…'", text)
-    text = _THE_VALUE.sub("The value '…'", text)
-    return text.strip()
+def _name(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    bare = _NS_IN_MESSAGE.sub("", raw)
+    return bare if _NAME.match(bare) else "(unnamed)"
+
+
+def describe(type_name: str, message: str) -> str:
+    """A libxml2 schema error in words built only from its error type and the names of
+    elements, attributes, types and facets; never from the text around them, which quotes
+    the sender's values (a birth date, a name, a national id), and a value with a quote in
+    it would defeat any attempt to cut the value out.
+
+    Names are read only at fixed positions (the start of the message; its very end for a
+    type or a fixed value), which a quoted value cannot reach.
+    """
+    subject = _SUBJECT.match(message)
+    element = _name(subject.group(1)) if subject else None
+    attribute = _name(subject.group(2)) if subject else None
+    rest = message[subject.end() :] if subject else ""
+    what = f"attribute {attribute} of element {element}" if attribute else f"element {element or '(unnamed)'}"
+    if type_name in ("SCHEMAV_ELEMENT_CONTENT", "SCHEMAV_CVC_COMPLEX_TYPE_2_4"):
+        expected = _EXPECTED.search(rest)
+        names = [_name(n.strip()) for n in expected.group(1).split(",")][:10] if expected else []
+        hint = f"; expected: {', '.join(n for n in names if n)}" if names else ""
+        if rest.startswith("Missing child element"):
+            return f"element {element} lacks a required child element{hint}"
+        return f"element {element} is not expected here{hint}"
+    if type_name in _ATTRIBUTE_NOT_ALLOWED:
+        return f"attribute {attribute} is not allowed on element {element}"
+    if type_name == "SCHEMAV_CVC_COMPLEX_TYPE_4":
+        required = _REQUIRED_ATTRIBUTE.match(rest)
+        name = _name(required.group(1)) if required else None
+        return f"element {element} lacks a required attribute" + (f" ({name})" if name else "")
+    if type_name in _STRUCTURE:
+        return f"{what} {_STRUCTURE[type_name]}"
+    if type_name in _FIXED:
+        fixed = _FIXED_AT_END.search(rest)
+        if fixed and _FIXED_VALUE.match(fixed.group(1)):
+            return f"the value of {what} must be '{fixed.group(1)}'"
+        return f"the value of {what} is not the fixed value its schema requires"
+    facet = _FACET.match(rest)
+    if facet:
+        return f"the value of {what} breaks the {facet.group(1)} rule of its type"
+    if type_name in _DATATYPE:
+        found = _TYPE_AT_END.search(rest)
+        type_label = _name(found.group(1)) if found else None
+        return f"the value of {what} is not a valid {type_label or 'value of its type'}"
+    return f"{what} does not satisfy the schema ({type_name})"
 
 
 def _readable_path(target: etree._Element, path: str | None) -> str | None:

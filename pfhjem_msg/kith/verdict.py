@@ -19,7 +19,7 @@ from pfhjem_msg.kith.apprec import read_apprec
 from pfhjem_msg.kith.envelope import Transport, unwrap
 from pfhjem_msg.kith.epikrise import VERSIONS as EPIKRISE_VERSIONS
 from pfhjem_msg.kith.epikrise import read_epikrise
-from pfhjem_msg.kith.issues import Issue, error, has_errors, warning
+from pfhjem_msg.kith.issues import Issue, capped, error, has_errors, warning
 from pfhjem_msg.kith.model import Message, Standard
 from pfhjem_msg.kith.parse import Limits, find_kith_root, local, namespace, parse_xml, too_large
 from pfhjem_msg.kith.schemas import SchemaSet, load_schema_set
@@ -120,9 +120,15 @@ def read_message(kith_root: etree._Element, issues: list[Issue]) -> tuple[Messag
 
 def examine(data: bytes, source: str = "-", options: Options | None = None) -> Verdict:
     opts = options or Options()
+    verdict = _examine(data, source, opts)
+    verdict.issues = capped(verdict.issues, opts.limits.max_issues)
+    return verdict
+
+
+def _examine(data: bytes, source: str, opts: Options) -> Verdict:
     if len(data) > opts.limits.max_bytes:
         return Verdict(source, False, issues=too_large(len(data), opts.limits))
-    unwrapped = unwrap(data)
+    unwrapped = unwrap(data, opts.limits)
     verdict = Verdict(source, False, unwrapped.transport, issues=list(unwrapped.issues))
     if unwrapped.xml is None:
         return verdict
@@ -179,7 +185,7 @@ def examine(data: bytes, source: str = "-", options: Options | None = None) -> V
             )
         verdict.issues.extend(checks.check(msg, mig))
     if opts.schemas.covers(ns):
-        verdict.issues.extend(opts.schemas.validate(kith_root))
+        verdict.issues.extend(opts.schemas.validate(kith_root, opts.limits.max_issues))
     else:
         verdict.issues.append(
             error(
