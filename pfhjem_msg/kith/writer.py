@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_SPECIAL = frozenset('&<>"')
+_SPECIAL = re.compile('[&<>"]')
 
 
 def _clean(value: str) -> str:
@@ -21,15 +21,15 @@ def _clean(value: str) -> str:
 
 def text(value: str) -> str:
     """``value`` as element content."""
-    if value.isascii() and value.isprintable() and _SPECIAL.isdisjoint(value):
-        return value  # the common case, decided in C
+    if value.isascii() and value.isprintable() and not _SPECIAL.search(value):
+        return value  # the common case, decided in C (a set's isdisjoint makes a string per character)
     value = _clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return value.replace("\r", "&#13;")
 
 
 def attribute(value: str) -> str:
     """``value`` as an attribute value (between double quotes), line ends kept."""
-    if value.isascii() and value.isprintable() and _SPECIAL.isdisjoint(value):
+    if value.isascii() and value.isprintable() and not _SPECIAL.search(value):
         return value
     value = (
         _clean(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
