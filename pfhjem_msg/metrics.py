@@ -31,6 +31,18 @@ processed = Counter(
     ["msg_type", "outcome"],
     registry=REGISTRY,
 )
+refused = Counter(
+    "pfhjem_refused_total",
+    "Spool files refused and moved to .refused (symlink, not_regular, too_large, unreadable)",
+    ["reason"],
+    registry=REGISTRY,
+)
+smtp_refused = Counter(
+    "pfhjem_smtp_refused_total",
+    "SMTP connections, recipients and messages refused by the intake limits",
+    ["reason"],
+    registry=REGISTRY,
+)
 messages = Gauge("pfhjem_messages", "Messages in the store by state", ["state"], registry=REGISTRY)
 delivery_attempts = Counter(
     "pfhjem_delivery_attempts_total", "Delivery attempts", ["transport", "kind"], registry=REGISTRY
