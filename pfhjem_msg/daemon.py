@@ -297,6 +297,8 @@ class Daemon:
                     self.settings.intake.smtp.host,
                     self.settings.intake.smtp.port,
                     self.settings.intake.smtp.max_message_bytes or self.settings.kith.limits.max_bytes,
+                    limits=self.settings.intake.smtp,
+                    temp_dir=self.settings.state_dir,
                 )
             info["smtp_port"] = server.sockets[0].getsockname()[1]
         await loop.run_in_executor(worker, self.pipeline.drafts.ready)
