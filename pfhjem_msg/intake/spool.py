@@ -192,15 +192,14 @@ class Spool:
                 items.append((name, outcome))
             elif outcome is not None:
                 refusals.append((name, *outcome))
-        for name, reason, size in refusals:
-            self._refuse(spool, claimed, name, reason, size)
+        moved = sum(self._refuse(spool, claimed, name, reason, size) for name, reason, size in refusals)
         if not items:
-            return len(refusals)
+            return moved
         try:
             accepted = self.store.accept_many([(data, f"spool:{name}") for name, data in items], self.clock())
         except StoreError as exc:
             log.error("spool.store_failed", files=len(items), error=str(exc)[:200])
-            return len(refusals)
+            return moved
         for (name, _), result in zip(items, accepted, strict=True):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=claimed)
@@ -210,7 +209,7 @@ class Spool:
                      new=result.new)  # fmt: skip
         self.taken += len(items)
         self.last_intake = self.clock()
-        return len(items) + len(refusals)
+        return len(items) + moved
 
     def _read(self, claimed: int, name: str) -> bytes | tuple[RefusedReason, int | None] | None:
         """The file's bytes; or why it is refused (and its size, when it has one); or None
@@ -258,31 +257,36 @@ class Spool:
         except OSError:
             return None
 
-    def _refuse(self, spool: int, claimed: int, name: str, reason: RefusedReason, size: int | None) -> None:
-        """Note the refusal in the store first (durably), then move the file to ``.refused/``;
-        if the store cannot take the note, the file stays claimed and is tried again."""
-        try:
-            self.store.record_refused("spool", name, reason, size, self.clock())
-        except StoreError as exc:
-            log.error("spool.store_failed", files=1, error=str(exc)[:200])
-            return
+    def _refuse(self, spool: int, claimed: int, name: str, reason: RefusedReason, size: int | None) -> bool:
+        """Note the refusal in the store first (durably), then move the file to ``.refused/``.
+        False when either cannot be done: the file stays claimed and is tried again (and is
+        not counted as work done, so a broken ``.refused`` cannot spin the daemon)."""
         refused = self._own_dir(spool, REFUSED)
-        if refused is not None:
+        if refused is None:
+            return False
+        try:
             try:
-                target = name
-                for n in range(1, 1000):
-                    if self._size(refused, target) is None:
-                        break
-                    target = f"{name}.{n}"
+                self.store.record_refused("spool", name, reason, size, self.clock())
+            except StoreError as exc:
+                log.error("spool.store_failed", files=1, error=str(exc)[:200])
+                return False
+            target = name
+            for n in range(1, 1000):
+                if self._size(refused, target) is None:
+                    break
+                target = f"{name}.{n}"
+            try:
                 os.rename(name, target, src_dir_fd=claimed, dst_dir_fd=refused)
             except OSError as exc:
                 log.error("spool.refuse_move_failed", file=name, error=exc.strerror)
-            finally:
-                os.close(refused)
+                return False
+        finally:
+            os.close(refused)
         self.refused_count += 1
         metrics.child(metrics.refused, reason).inc()
         log.error("spool.refused", file=name, reason=reason, size=size, limit=self.max_bytes,
-                  moved_to=str(self.refused))  # fmt: skip
+                  moved_to=str(self.refused / target))  # fmt: skip
+        return True
 
     # -- run --once ----------------------------------------------------------------------------
 
