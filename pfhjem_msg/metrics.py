@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pfhjem_msg.kith.codes import MESSAGE_TYPES
-from pfhjem_msg.store.base import StatusFacts
+from pfhjem_msg.store.base import REFUSED_REASONS, StatusFacts
 
 REGISTRY = CollectorRegistry()
 STATES = ("received", "parsed", "classified", "routed", "delivered", "done", "rejected", "duplicate", "held",
@@ -37,6 +37,8 @@ refused = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+for _reason in REFUSED_REASONS:  # present at 0 from the start, so an increase() alert sees the first
+    refused.labels(_reason)
 smtp_refused = Counter(
     "pfhjem_smtp_refused_total",
     "SMTP connections, recipients and messages refused by the intake limits",
