@@ -4,6 +4,11 @@ spool directory and a real SQLite store."""
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -166,13 +171,53 @@ def test_a_file_at_the_limit_is_taken(inbox: Path, store: SqliteStore) -> None:
     assert _stored(store) == [b"y" * 1000] and store.refused_files() == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file: run as an ordinary user to test this")
-def test_unreadable_file_is_refused(inbox: Path, store: SqliteStore) -> None:
-    path = inbox / "locked.xml"
-    path.write_bytes(b"<MsgHead/>")
-    path.chmod(0)
-    _spool(inbox, store).scan()
-    assert [(r.name, r.reason, r.size) for r in store.refused_files()] == [("locked.xml", "unreadable", 10)]
+_AS_NOBODY = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from pfhjem_msg.intake.spool import Spool
+from pfhjem_msg.store.sqlite import SqliteStore
+base = Path(sys.argv[1])
+store = SqliteStore(base / "state" / "pfhjem-msg.sqlite3")
+Spool(base / "inbox", store, lambda: datetime.now(UTC), 0.0, 10_000).scan()
+print([(r.name, r.reason, r.size) for r in store.refused_files()])
+"""
+
+
+def test_unreadable_file_is_refused(tmp_path: Path, inbox: Path, store: SqliteStore) -> None:
+    if os.geteuid() != 0:
+        path = inbox / "locked.xml"
+        path.write_bytes(b"<MsgHead/>")
+        path.chmod(0)
+        _spool(inbox, store).scan()
+        assert [(r.name, r.reason, r.size) for r in store.refused_files()] == [
+            ("locked.xml", "unreadable", 10)
+        ]
+        return
+    # Root reads any file: the daemon runs as an ordinary user (nobody) in a directory of its own.
+    try:
+        nobody = pwd.getpwnam("nobody").pw_uid
+    except KeyError:
+        pytest.skip("there is no user nobody to run the daemon's side as")
+    base = Path(tempfile.mkdtemp(prefix="pfhjem-unreadable-"))
+    try:
+        for d in (base, base / "inbox", base / "state"):
+            d.mkdir(exist_ok=True)
+            d.chmod(0o777)
+        locked = base / "inbox" / "locked.xml"
+        locked.write_bytes(b"<MsgHead/>")
+        locked.chmod(0o600)  # the hub's own file, which the daemon's user may not read
+        try:
+            result = subprocess.run([sys.executable, "-c", _AS_NOBODY, str(base)], capture_output=True, text=True,
+                                    user=nobody, cwd=base, timeout=60,
+                                    env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1])})  # fmt: skip
+        except PermissionError:
+            pytest.skip(f"user nobody may not run {sys.executable}: run the tests as an ordinary user")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip().splitlines()[-1] == "[('locked.xml', 'unreadable', 10)]"
+        assert (base / "inbox" / ".refused" / "locked.xml").read_bytes() == b"<MsgHead/>"
+    finally:
+        shutil.rmtree(base)
 
 
 def test_claimed_directory_swapped_for_a_link_is_not_followed(
