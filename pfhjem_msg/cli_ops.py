@@ -307,7 +307,11 @@ def cmd_audit(args: argparse.Namespace, store: OperatorStore) -> int:
 
 
 def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
-    st = ops.status(store, now(), settings_of(args).kith.crl_dir)
+    if args.ack_refused:
+        count = ops.acknowledge_refused(store, now())
+        print(f"acknowledged {count} refused file(s)", file=sys.stderr)
+    settings = settings_of(args)
+    st = ops.status(store, now(), settings.kith.crl_dir, spool=settings.intake.spool)
     if args.json:
         _dump(st.as_dict())
         return 1 if st.problems else 0
@@ -326,6 +330,11 @@ def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
     print(f"GP copies without AppRec after 96 h: {f.receipts_overdue}")
     for municipality, c in sorted(st.followups.items()):
         print(f"follow-ups:  {municipality}: {c['due']} due, {c['overdue']} overdue, {c['open']} later")
+    for r in st.refused[:10]:
+        size = "" if r.size is None else f", {r.size} bytes"
+        print(f"refused:     {r.at.isoformat(timespec='seconds')} {r.name} ({r.reason}{size})")
+    if st.claimed and (st.claimed.count or st.claimed.error):
+        print(f"spool:       {st.claimed.error or f'{st.claimed.count} file(s) in .claimed, not yet stored'}")
     for p in st.problems:
         print(f"NEEDS AN OPERATOR: {p}")
     if not st.problems:
@@ -454,6 +463,11 @@ def add_commands(sub: Any) -> None:
     )
     config_option(s)
     s.add_argument("--json", action="store_true", help=JSON_HELP)
+    s.add_argument(
+        "--ack-refused",
+        action="store_true",
+        help="mark the refused spool files seen (audited), then show status",
+    )
     s.set_defaults(func=with_store(cmd_status))
 
     pr = sub.add_parser(

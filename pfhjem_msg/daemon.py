@@ -241,13 +241,17 @@ class Daemon:
         return run
 
     def run_once(self) -> int:
+        if self.spool:
+            self.spool.wait_until_settled()  # a file copied in just now is taken, not left
         while self.round():
             pass
         if self.pipeline.sweep_followups():
             while self.round():
                 pass
+        spooled = self.spool.report_once() if self.spool else {}
         counts = self.store.counts()
-        log.info("daemon.once_done", **{f"state_{k}": v for k, v in counts.items()})
+        log.info("daemon.once_done", **{f"spool_{k}": v for k, v in spooled.items()},
+                 **{f"state_{k}": v for k, v in counts.items()})  # fmt: skip
         self.close()
         return 0
 
@@ -297,6 +301,8 @@ class Daemon:
                     self.settings.intake.smtp.host,
                     self.settings.intake.smtp.port,
                     self.settings.intake.smtp.max_message_bytes or self.settings.kith.limits.max_bytes,
+                    limits=self.settings.intake.smtp,
+                    temp_dir=self.settings.state_dir,
                 )
             info["smtp_port"] = server.sockets[0].getsockname()[1]
         await loop.run_in_executor(worker, self.pipeline.drafts.ready)

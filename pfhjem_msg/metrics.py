@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pfhjem_msg.kith.codes import MESSAGE_TYPES
-from pfhjem_msg.store.base import StatusFacts
+from pfhjem_msg.store.base import REFUSED_REASONS, StatusFacts
 
 REGISTRY = CollectorRegistry()
 STATES = ("received", "parsed", "classified", "routed", "delivered", "done", "rejected", "duplicate", "held",
@@ -29,6 +29,20 @@ processed = Counter(
     "pfhjem_messages_processed_total",
     "Messages that reached an outcome (a final state, or held)",
     ["msg_type", "outcome"],
+    registry=REGISTRY,
+)
+refused = Counter(
+    "pfhjem_refused_total",
+    "Spool files refused and moved to .refused (symlink, not_regular, too_large, unreadable)",
+    ["reason"],
+    registry=REGISTRY,
+)
+for _reason in REFUSED_REASONS:  # present at 0 from the start, so an increase() alert sees the first
+    refused.labels(_reason)
+smtp_refused = Counter(
+    "pfhjem_smtp_refused_total",
+    "SMTP connections, recipients and messages refused by the intake limits",
+    ["reason"],
     registry=REGISTRY,
 )
 messages = Gauge("pfhjem_messages", "Messages in the store by state", ["state"], registry=REGISTRY)

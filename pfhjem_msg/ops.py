@@ -18,16 +18,27 @@ from typing import Any, Literal
 
 from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import local_date
+from pfhjem_msg.intake.spool import Claimed, claimed_waiting
 from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.kith.crl import crl_warnings
 from pfhjem_msg.kith.verdict import examine
-from pfhjem_msg.store.base import DeliveryInfo, Event, MessageFilter, MessageRow, OperatorStore, StatusFacts
+from pfhjem_msg.store.base import (
+    DeliveryInfo,
+    Event,
+    MessageFilter,
+    MessageRow,
+    OperatorStore,
+    RefusedFile,
+    StatusFacts,
+)
 
 ACTIVE = frozenset({"received", "parsed", "classified", "routed", "delivered"})
 REPLAYABLE = frozenset({"failed", "rejected", "held", "discarded"})
 FORCED = frozenset({"done", "duplicate"})
 HOUR = timedelta(hours=1)
 RECEIPT_DEADLINE = timedelta(hours=96)
+CLAIMED_STUCK = timedelta(minutes=5)
+"""A spool file claimed this long ago and still not stored: the store cannot take it."""
 
 
 def operator() -> str:
@@ -306,6 +317,10 @@ class Status:
     problems: list[str]
     followups: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per municipality: open (window ahead), due (window open), overdue (window passed)."""
+    refused: list[RefusedFile] = field(default_factory=list)
+    """Spool files refused and not yet acknowledged, newest first."""
+    claimed: Claimed | None = None
+    """Spool files taken but not yet stored (None: no spool configured)."""
 
     @property
     def held(self) -> int:
@@ -315,6 +330,7 @@ class Status:
 
     def as_dict(self) -> dict[str, Any]:
         f = self.facts
+        c = self.claimed
         age = (self.now - f.oldest_unfinished[1]).total_seconds() if f.oldest_unfinished else None
         waiting_age = (self.now - f.oldest_waiting_since).total_seconds() if f.oldest_waiting_since else None
         return {
@@ -332,12 +348,27 @@ class Status:
             "oldest_delivery_waiting_seconds": waiting_age,
             "gp_copies_without_apprec_96h": f.receipts_overdue,
             "followups": self.followups,
+            "refused_files": [
+                {"id": r.id, "at": r.at.isoformat(), "name": r.name, "reason": r.reason, "size": r.size}
+                for r in self.refused
+            ],
+            "spool_claimed": None
+            if c is None
+            else {
+                "waiting": c.count,
+                "oldest_seconds": None if c.oldest is None else max(0.0, self.now.timestamp() - c.oldest),
+                "error": c.error,
+            },
             "needs_operator": bool(self.problems),
             "problems": self.problems,
         }
 
 
-def status(store: OperatorStore, now: datetime, crl_dir: Path | None = None) -> Status:
+def status(
+    store: OperatorStore, now: datetime, crl_dir: Path | None = None, *, spool: Path | None = None
+) -> Status:
+    """What an operator must know; ``spool``: the configured spool directory, whose
+    ``.claimed`` files (taken, not yet stored) are counted."""
     facts = store.status_facts(now, now - RECEIPT_DEADLINE)
     problems = crl_warnings(crl_dir, now)
     for state in ("failed", "held"):
@@ -354,7 +385,29 @@ def status(store: OperatorStore, now: datetime, crl_dir: Path | None = None) -> 
         )
     if facts.receipts_overdue:
         problems.append(f"{facts.receipts_overdue} GP copy(ies) without an AppRec after 96 hours")
-    return Status(facts, now, problems, store.followup_counts(local_date(now)))
+    refused = store.refused_files(limit=1000)
+    if refused:
+        where = f" (moved to {spool / '.refused'})" if spool else ""
+        problems.append(
+            f"{len(refused)} spool file(s) refused{where}: look at them, then `pfhjem-msg status --ack-refused`"
+        )
+    claimed = claimed_waiting(spool) if spool else None
+    if (
+        claimed
+        and claimed.oldest is not None
+        and now.timestamp() - claimed.oldest > CLAIMED_STUCK.total_seconds()
+    ):
+        waited = age(timedelta(seconds=now.timestamp() - claimed.oldest))
+        problems.append(
+            f"{claimed.count} spool file(s) in .claimed not stored for {waited}: the store cannot take them "
+            "(disk full?); the daemon stores them once it can"
+        )
+    return Status(facts, now, problems, store.followup_counts(local_date(now)), refused, claimed)
+
+
+def acknowledge_refused(store: OperatorStore, now: datetime) -> int:
+    """An operator has seen the refused files: ``status`` stops asking (audited)."""
+    return store.acknowledge_refused(operator(), now)
 
 
 def age(delta: timedelta) -> str:

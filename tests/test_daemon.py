@@ -156,8 +156,10 @@ def test_duplicate_msgid_gets_no_second_apprec(tmp_path: Path) -> None:
 
 
 def test_file_still_being_written_is_left_alone(tmp_path: Path) -> None:
-    config = write_config(tmp_path, settle=5.0)
+    config = write_config(tmp_path, settle=1.0)
     (tmp_path / "var" / "inbox" / "fresh.xml").write_bytes(b"<MsgHead")
+    later = time.time() + 3600  # changed again and again: it never settles while we wait
+    os.utime(tmp_path / "var" / "inbox" / "fresh.xml", (later, later))
     _run_once(config)
     assert (tmp_path / "var" / "inbox" / "fresh.xml").exists()
 

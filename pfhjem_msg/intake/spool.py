@@ -3,110 +3,344 @@
 A file is taken once it has not changed for ``settle`` seconds (the hub may write in place,
 not atomically). It is claimed by renaming it into ``.claimed/``, stored durably, then removed.
 A file claimed before a crash is found in ``.claimed/`` and stored again on the next scan;
-storing is idempotent on the bytes, so nothing is doubled. A file that cannot be stored stays
-in ``.claimed/`` and is retried; one over the size limit is moved to ``.refused/``.
+storing is idempotent on the bytes, so nothing is doubled. A file that cannot be stored (the
+store is down, the disk full) stays in ``.claimed/`` and is retried; ``status`` shows it.
+
+Everything in the spool is untrusted: whoever may write there may also put a symbolic link
+to a secret, a FIFO that never ends, a ``/proc`` file that says it is empty, or a huge file.
+So every name is used relative to directory descriptors (a ``.claimed`` swapped for a link is
+noticed), each file is opened with ``O_NOFOLLOW | O_NONBLOCK``, checked on the open descriptor
+(regular files only) and read through it, at most ``max_bytes + 1`` bytes. Anything else is
+refused: a row in the store with the reason, size and name (never the content), the file moved
+to ``.refused/`` for an operator, a log line and ``pfhjem_refused_total{reason}``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from pfhjem_msg import metrics
 from pfhjem_msg.errors import StoreError
 from pfhjem_msg.logs import get_logger
-from pfhjem_msg.store.base import Store
+from pfhjem_msg.store.base import RefusedReason, Store
 
 log = get_logger("pfhjem_msg.intake.spool")
 SKIP_SUFFIXES = (".tmp", ".part", ".partial", ".swp")
+CLAIMED = ".claimed"
+REFUSED = ".refused"
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+UNREADABLE = {errno.EACCES, errno.EPERM}
+"""Open errors that are the file's own (its permissions): refused. Anything else (too many
+open files, out of memory, I/O) is the daemon's trouble: the file waits for the next scan."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Files waiting in ``.claimed/``: taken from the spool but not yet stored."""
+
+    count: int
+    oldest: float | None
+    """When the oldest was claimed (Unix time), None when there are none."""
+    error: str | None = None
+    """Why ``.claimed/`` could not be looked into (e.g. run as another user)."""
+
+
+def claimed_waiting(directory: Path) -> Claimed:
+    """What waits in the spool's ``.claimed/`` (for ``status``): normally nothing for more than
+    a moment; files that stay there mean the store cannot take them (a full disk)."""
+    oldest: float | None = None
+    count = 0
+    try:
+        with os.scandir(directory / CLAIMED) as entries:
+            for entry in entries:
+                count += 1
+                with contextlib.suppress(OSError):
+                    changed = entry.stat(follow_symlinks=False).st_ctime  # the claim's rename
+                    oldest = changed if oldest is None else min(oldest, changed)
+    except FileNotFoundError:
+        return Claimed(0, None)
+    except OSError as exc:
+        return Claimed(0, None, f"cannot look into {directory / CLAIMED}: {exc.strerror}")
+    return Claimed(count, oldest)
 
 
 class Spool:
     def __init__(self, directory: Path, store: Store, clock: Callable[[], datetime],
                  settle_seconds: float = 1.0, max_bytes: int = 64 * 1024 * 1024) -> None:  # fmt: skip
         self.directory = directory
-        self.claimed = directory / ".claimed"
-        self.refused = directory / ".refused"
+        self.claimed = directory / CLAIMED
+        self.refused = directory / REFUSED
         self.store = store
         self.clock = clock
         self.settle = settle_seconds
         self.max_bytes = max_bytes
-        self.claimed.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         self.last_intake: datetime | None = None
+        self.taken = 0
+        """Files stored since the start (for ``run --once``'s summary)."""
+        self.refused_count = 0
+        self._last_error: str | None = None
 
-    def _ready(self, limit: int) -> list[Path]:
-        """The first ``limit`` files (by name) that have settled. Only those are looked at
-        closely, so a backlog of thousands costs one directory read per scan, not a stat each."""
-        now = time.time()
+    # -- scanning ------------------------------------------------------------------------------
+
+    def scan(self, limit: int = 1000) -> int:
+        """Store what is waiting (claimed leftovers first), refuse what may not be taken;
+        return how many files were handled."""
         try:
-            names = sorted(
-                e.name
-                for e in os.scandir(self.directory)
-                if not e.name.startswith(".") and not e.name.endswith(SKIP_SUFFIXES)
-            )
+            spool = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            log.error("spool.unreadable", directory=str(self.directory), error=exc.strerror)
-            return []
-        ready: list[Path] = []
-        base = os.fspath(self.directory)
-        for name in names:
+            self._error("spool.unreadable", f"cannot open the spool {self.directory}: {exc.strerror}")
+            return 0
+        try:
+            claimed = self._own_dir(spool, CLAIMED)
+            if claimed is None:
+                return 0
+            try:
+                batch = sorted(os.listdir(claimed))[:limit]
+                waiting = set(batch)
+                for name in self._ready(spool, max(0, limit - len(batch))):
+                    if name in waiting:
+                        continue  # an earlier file of that name is not stored yet: it goes first
+                    try:
+                        os.rename(name, name, src_dir_fd=spool, dst_dir_fd=claimed)
+                    except FileNotFoundError:
+                        continue  # taken by another scanner
+                    except OSError as exc:
+                        log.error("spool.claim_failed", file=name, error=exc.strerror)
+                        continue
+                    batch.append(name)
+                self._last_error = None
+                return self._store(spool, claimed, batch)
+            finally:
+                os.close(claimed)
+        finally:
+            os.close(spool)
+
+    def _ready(self, spool: int, limit: int) -> list[str]:
+        """The first ``limit`` names (in order) that are settled regular files or not regular
+        files at all (those are refused at once; waiting would not make them regular). Only
+        those are looked at closely, so a backlog of thousands costs one directory read per
+        scan, not a stat each."""
+        now = time.time()
+        ready: list[str] = []
+        for name in self._candidates(spool):
             if len(ready) >= limit:
                 break
             try:
-                st = os.stat(f"{base}/{name}")
+                st = os.stat(name, dir_fd=spool, follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= self.settle:
-                ready.append(self.directory / name)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime >= self.settle:
+                ready.append(name)
         return ready
 
-    def scan(self, limit: int = 1000) -> int:
-        """Store what is waiting (claimed leftovers first); return how many were stored."""
-        batch = sorted(self.claimed.iterdir(), key=lambda p: p.name)[:limit]
-        for path in self._ready(max(0, limit - len(batch))):
-            target = self.claimed / path.name
-            try:
-                os.rename(path, target)
-            except FileNotFoundError:
-                continue  # taken by another scanner
-            except OSError as exc:
-                log.error("spool.claim_failed", file=path.name, error=exc.strerror)
-                continue
-            batch.append(target)
-        return self._store(batch)
+    @staticmethod
+    def _candidates(spool: int | Path) -> list[str]:
+        return sorted(
+            name
+            for name in os.listdir(spool)
+            if not name.startswith(".") and not name.endswith(SKIP_SUFFIXES)
+        )
 
-    def _store(self, paths: list[Path]) -> int:
-        """Store the claimed files in one transaction, then remove them."""
-        items: list[tuple[Path, bytes]] = []
-        for path in paths:
-            try:
-                size = path.stat().st_size
-                if size > self.max_bytes:
-                    self.refused.mkdir(exist_ok=True)
-                    os.rename(path, self.refused / path.name)
-                    log.error("spool.too_large", file=path.name, size=size, limit=self.max_bytes)
-                    continue
-                items.append((path, path.read_bytes()))
-            except OSError as exc:
-                log.error("spool.read_failed", file=path.name, error=exc.strerror)
-        if not items:
-            return 0
+    def _own_dir(self, spool: int, name: str) -> int | None:
+        """A descriptor of the spool's ``.claimed`` or ``.refused``: made 0700 if missing, and
+        refused if it is a link, not a directory, or someone else's (it could point the daemon's
+        reads and deletions anywhere)."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=spool)
         try:
-            accepted = self.store.accept_many([(data, f"spool:{p.name}") for p, data in items], self.clock())
+            fd = os.open(name, DIR_FLAGS, dir_fd=spool)
+        except OSError as exc:
+            what = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            self._error("spool.dir_unusable", f"{self.directory / name} is {what}: move it away; "
+                        "the daemon makes its own")  # fmt: skip
+            return None
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            os.close(fd)
+            self._error("spool.dir_unusable", f"{self.directory / name} belongs to uid {st.st_uid}, not to the "
+                        "daemon: move it away; the daemon makes its own")  # fmt: skip
+            return None
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o700)  # what waits here may be patient data
+        return fd
+
+    def _error(self, event: str, detail: str) -> None:
+        """Log a scan-stopping problem once, not on every poll."""
+        if detail != self._last_error:
+            log.error(event, detail=detail)
+            self._last_error = detail
+
+    # -- taking --------------------------------------------------------------------------------
+
+    def _store(self, spool: int, claimed: int, names: list[str]) -> int:
+        """Store the claimed files in one transaction, then remove them; refuse the others."""
+        items: list[tuple[str, bytes]] = []
+        refusals: list[tuple[str, RefusedReason, int | None]] = []
+        for name in names:
+            outcome = self._read(claimed, name)
+            if isinstance(outcome, bytes):
+                items.append((name, outcome))
+            elif outcome is not None:
+                refusals.append((name, *outcome))
+        moved = sum(self._refuse(spool, claimed, name, reason, size) for name, reason, size in refusals)
+        if not items:
+            return moved
+        try:
+            accepted = self.store.accept_many([(data, f"spool:{name}") for name, data in items], self.clock())
         except StoreError as exc:
             log.error("spool.store_failed", files=len(items), error=str(exc)[:200])
-            return 0
-        for (path, _), result in zip(items, accepted, strict=True):
+            return moved
+        for (name, _), result in zip(items, accepted, strict=True):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+                os.unlink(name, dir_fd=claimed)
             if result.new:
                 metrics.child(metrics.received, "spool").inc()
-            log.info("message.received", message_id=result.message_id, source="spool", file=path.name,
+            log.info("message.received", message_id=result.message_id, source="spool", file=name,
                      new=result.new)  # fmt: skip
+        self.taken += len(items)
         self.last_intake = self.clock()
-        return len(items)
+        return len(items) + moved
+
+    def _read(self, claimed: int, name: str) -> bytes | tuple[RefusedReason, int | None] | None:
+        """The file's bytes; or why it is refused (and its size, when it has one); or None
+        when it is gone or cannot be read just now (it is tried again on the next scan)."""
+        try:
+            fd = os.open(name, OPEN_FLAGS, dir_fd=claimed)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return ("symlink", None)
+            if exc.errno == errno.ENXIO:  # a socket
+                return ("not_regular", None)
+            if exc.errno in UNREADABLE:
+                return ("unreadable", self._size(claimed, name))
+            log.error("spool.read_failed", file=name, error=exc.strerror)
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return ("not_regular", None)
+            if st.st_size > self.max_bytes:
+                return ("too_large", st.st_size)
+            chunks: list[bytes] = []
+            total = 0
+            while total <= self.max_bytes:
+                chunk = os.read(fd, min(self.max_bytes + 1 - total, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > self.max_bytes:  # grew after the check, or says less than it holds
+                return ("too_large", max(total, st.st_size))
+            return b"".join(chunks)
+        except OSError as exc:
+            log.error("spool.read_failed", file=name, error=exc.strerror)
+            return None
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _size(directory: int, name: str) -> int | None:
+        try:
+            return os.stat(name, dir_fd=directory, follow_symlinks=False).st_size
+        except OSError:
+            return None
+
+    def _refuse(self, spool: int, claimed: int, name: str, reason: RefusedReason, size: int | None) -> bool:
+        """Note the refusal in the store first (durably), then move the file to ``.refused/``.
+        False when either cannot be done: the file stays claimed and is tried again (and is
+        not counted as work done, so a broken ``.refused`` cannot spin the daemon)."""
+        refused = self._own_dir(spool, REFUSED)
+        if refused is None:
+            return False
+        try:
+            try:
+                self.store.record_refused("spool", name, reason, size, self.clock())
+            except StoreError as exc:
+                log.error("spool.store_failed", files=1, error=str(exc)[:200])
+                return False
+            target = name
+            for n in range(1, 1000):
+                if self._size(refused, target) is None:
+                    break
+                target = f"{name}.{n}"
+            try:
+                os.rename(name, target, src_dir_fd=claimed, dst_dir_fd=refused)
+            except OSError as exc:
+                log.error("spool.refuse_move_failed", file=name, error=exc.strerror)
+                return False
+        finally:
+            os.close(refused)
+        self.refused_count += 1
+        metrics.child(metrics.refused, reason).inc()
+        log.error("spool.refused", file=name, reason=reason, size=size, limit=self.max_bytes,
+                  moved_to=str(self.refused / target))  # fmt: skip
+        return True
+
+    # -- run --once ----------------------------------------------------------------------------
+
+    def _unsettled(self) -> list[float]:
+        """Seconds each regular file in the spool still needs to settle."""
+        now = time.time()
+        out: list[float] = []
+        try:
+            names = self._candidates(self.directory)
+        except OSError:
+            return out
+        for name in names:
+            try:
+                st = os.stat(self.directory / name, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime < self.settle:
+                out.append(self.settle - (now - st.st_mtime))
+        return out
+
+    def wait_until_settled(self, margin: float = 1.0) -> None:
+        """Wait until the files now waiting have settled, at most ``settle`` plus ``margin``
+        seconds: ``run --once`` right after a copy must take the copy, not leave it silently."""
+        deadline = time.monotonic() + self.settle + margin
+        while True:
+            remaining = self._unsettled()
+            left = deadline - time.monotonic()
+            if not remaining or left <= 0:
+                return
+            time.sleep(min(max(remaining), left) + 0.01)
+
+    def report_once(self) -> dict[str, int]:
+        """Say how many files were taken and how many were left, and why (logged; returned
+        for the caller's summary)."""
+        settling = len(self._unsettled())
+        try:
+            temporary = sum(
+                1 for n in os.listdir(self.directory) if not n.startswith(".") and n.endswith(SKIP_SUFFIXES)
+            )
+        except OSError:
+            temporary = 0
+        claimed = claimed_waiting(self.directory).count
+        summary = {
+            "taken": self.taken,
+            "refused": self.refused_count,
+            "left": settling + temporary + claimed,
+            "left_still_changing": settling,
+            "left_temporary_name": temporary,
+            "left_not_stored": claimed,
+        }
+        if summary["left"]:
+            log.warning("spool.left", **summary,
+                        why="still changing after settle_seconds, a temporary name (.tmp, .part, …), "
+                            "or the store could not take them (they stay in .claimed)")  # fmt: skip
+        else:
+            log.info("spool.taken", **summary)
+        return summary

@@ -4,13 +4,14 @@ from pathlib import Path
 
 from pfhjem_msg.store.base import OperatorStore, Store
 from pfhjem_msg.store.sqlite import SqliteStore
+from pfhjem_msg.store.sqlite_base import private_dir
 
 
 def open_store(state_dir: Path, *, create: bool = True, busy_timeout_ms: int = 10_000) -> OperatorStore:
     """The store the configuration asks for (the embedded SQLite file for now). Operator
     commands pass ``create=False``: a wrong state_dir must not silently start an empty store."""
-    if create and not state_dir.exists():
-        state_dir.mkdir(mode=0o700, parents=True)  # the store holds patient data
+    if create:
+        private_dir(state_dir)  # the store holds patient data
     return SqliteStore(state_dir / "pfhjem-msg.sqlite3", busy_timeout_ms, create)
 
 

@@ -202,6 +202,23 @@ class StatusFacts:
     receipts_overdue: int
 
 
+RefusedReason = Literal["symlink", "not_regular", "too_large", "unreadable"]
+REFUSED_REASONS: tuple[RefusedReason, ...] = ("symlink", "not_regular", "too_large", "unreadable")
+
+
+@dataclass(frozen=True)
+class RefusedFile:
+    """A spool file that was not taken: its name, why and how large; never its content."""
+
+    id: int
+    at: datetime
+    source: str
+    name: str
+    reason: str
+    size: int | None
+    acknowledged_at: datetime | None
+
+
 @dataclass(frozen=True)
 class PruneResult:
     payloads: int
@@ -283,6 +300,11 @@ class Store(Protocol):
         """The AppRec already delivered for this received message: for itself, for the
         message it replays, or for an earlier copy with the same MsgId from the same sender."""
 
+    def record_refused(self, source: str, name: str, reason: RefusedReason, size: int | None,
+                       now: datetime) -> int:  # fmt: skip
+        """Note, durably, a file that was refused, for ``status`` until an operator has seen
+        it; the same file refused again (not yet acknowledged) is not noted twice."""
+
     def counts(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
@@ -355,6 +377,13 @@ class OperatorStore(Store, FollowupStore, Protocol):
     def audit_entries(self, since: datetime | None, limit: int | None = None) -> list[AuditEntry]: ...
 
     def status_facts(self, now: datetime, receipt_deadline: datetime) -> StatusFacts: ...
+
+    def refused_files(self, acknowledged: bool = False, limit: int = 100) -> list[RefusedFile]:
+        """Refused files, newest first: those not yet acknowledged (or, with
+        ``acknowledged``, all of them)."""
+
+    def acknowledge_refused(self, actor: str, now: datetime) -> int:
+        """Mark every refused file seen by an operator (with an audit entry); the count."""
 
     def prune(self, payload_before: datetime, metadata_before: datetime | None, now: datetime,
               dry_run: bool = False) -> PruneResult: ...  # fmt: skip

@@ -18,6 +18,7 @@ from pfhjem_msg.store.base import (
     Event,
     MessageRow,
     Receipt,
+    RefusedReason,
     State,
     Transition,
 )
@@ -59,6 +60,25 @@ class SqliteStore(OperatorQueries, FollowupQueries):
                 self._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
                 out.append(Accepted(message_id, True))
             return out
+
+        return self._tx(work)
+
+    def record_refused(self, source: str, name: str, reason: RefusedReason, size: int | None,
+                       now: datetime) -> int:  # fmt: skip
+        def work(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "SELECT id FROM refused WHERE acknowledged_at IS NULL AND source = ? AND name = ? AND reason = ? "
+                "AND size IS ?",
+                (source, name, reason, size),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            cur = db.execute(
+                "INSERT INTO refused(at, source, name, reason, size) VALUES (?,?,?,?,?)",
+                (ts(now), source, name, reason, size),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
 
         return self._tx(work)
 

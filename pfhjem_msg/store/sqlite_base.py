@@ -1,10 +1,21 @@
 """The SQLite plumbing under the store: the connection (WAL; ``synchronous=FULL`` for the
 commits that must be on disk when they return: intake and deliveries), transactions,
-migrations, events. The daemon and the operator commands may use the same file at once."""
+migrations, events. The daemon and the operator commands may use the same file at once.
+
+The store holds patient data and is the only record of what is due, so it is private and is
+never silently replaced. A new store is made only where there is none: complete under a
+temporary name (0600 whatever the umask; SQLite gives its ``-wal``/``-shm`` files the same
+mode), then linked into place, so a crash never leaves a half-made one. An existing file that
+is empty, not SQLite, another program's database (``PRAGMA application_id``) or damaged
+(``PRAGMA quick_check``, at the daemon's start) is refused with what to do, never replaced.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -13,9 +24,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pfhjem_msg.errors import StoreError
+from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import DeliveryRow, MessageRow
 
 T = TypeVar("T")
+log = get_logger("pfhjem_msg.store")
+
+APPLICATION_ID = 0x70666A6D
+"""``PRAGMA application_id`` of our stores ("pfjm"): tells ours from any other SQLite file."""
+SQLITE_MAGIC = b"SQLite format 3\x00"
+CORE_TABLES = frozenset({"raw", "messages", "deliveries", "events"})
+"""What a store made before the application id existed has (adopted, and then marked)."""
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -139,6 +158,20 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN original INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: files the spool refused (not a regular file, too large, unreadable): never their content
+    """
+    CREATE TABLE refused (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        name TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        size INTEGER,
+        acknowledged_at TEXT,
+        acknowledged_by TEXT
+    );
+    CREATE INDEX refused_open ON refused(acknowledged_at, id);
+    """,
 ]
 
 
@@ -193,28 +226,178 @@ def _explain(path: Path, exc: sqlite3.Error) -> str:
     return f"the store {path} failed: {exc}"
 
 
+def private_dir(directory: Path) -> None:
+    """Create ``directory`` 0700 whatever the umask (its parents as the umask says)."""
+    if not directory.exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        os.chmod(directory, 0o700)
+
+
+def warn_if_readable(paths: Sequence[Path]) -> None:
+    """A warning per existing state directory or store file that others may read: made
+    before this version, by hand, or by a service run outside its unit."""
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            want = "700" if stat.S_ISDIR(mode) else "600"
+            log.warning("store.not_private", path=str(path), mode=oct(mode & 0o777),
+                        fix=f"chmod {want} {path}")  # fmt: skip
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema up to date (in the caller's transaction)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for statement in script.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+
+def _damaged(path: Path, what: str) -> StoreError:
+    return StoreError(
+        f"the store {path} is damaged ({what}) and was left as it is: restore it from a backup "
+        f"(with its -wal file), or move it aside (mv {path} {path}.damaged) to start with an "
+        "empty store, which loses its history and pending deliveries"
+    )
+
+
+def _foreign(path: Path, what: str) -> StoreError:
+    return StoreError(
+        f"the file {path} is not a pfhjem-msg store ({what}) and was left as it is: check "
+        "state_dir in the configuration, or move the file aside if it does not belong there"
+    )
+
+
+def create_store(path: Path) -> None:
+    """A new, empty, private store at ``path``, made complete aside and linked into place;
+    nothing happens if another process made one meanwhile."""
+    private_dir(path.parent)
+    temp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{temp}{suffix}")
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        db = sqlite3.connect(str(temp), isolation_level=None)
+        try:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # so pruning gives disk back
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("BEGIN IMMEDIATE")
+            migrate(db)
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temp, path)
+        created = True
+    except FileExistsError:
+        created = False
+    finally:
+        os.unlink(temp)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    if created:
+        log.warning("store.created", path=str(path), note="there was no store: a new, empty one was made")
+
+
+def check_header(path: Path) -> None:
+    """Refuse what is at ``path`` unless it looks like a SQLite file (before SQLite opens it:
+    SQLite would take an empty file for a new database)."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(
+                f"cannot open the store {path}: it is not a regular file; check state_dir, or move it aside"
+            )
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(
+            f"cannot open the store {path}: {exc.strerror}; check the path and its permissions"
+        ) from exc
+    if st.st_size == 0:
+        raise _damaged(path, "it is empty, 0 bytes")
+    if head != SQLITE_MAGIC:
+        raise _foreign(path, "it is not a SQLite database")
+
+
+def check_ours(db: sqlite3.Connection, path: Path, deep: bool) -> None:
+    """Refuse another program's database, one from a newer version, or (``deep``) a damaged one."""
+    try:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        problems = [r[0] for r in db.execute("PRAGMA quick_check(5)")] if deep else ["ok"]
+    except sqlite3.OperationalError:
+        raise  # locked, or cannot be read: the caller says so
+    except sqlite3.DatabaseError as exc:
+        raise _damaged(path, str(exc)) from exc
+    if app_id != APPLICATION_ID and not (app_id == 0 and version >= 1 and tables >= CORE_TABLES):
+        raise _foreign(path, f"application id {app_id}, tables: {', '.join(sorted(tables)[:5]) or 'none'}")
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"the store {path} was made by a newer pfhjem-msg (schema {version}, this one knows "
+            f"{len(MIGRATIONS)}): run the newer version, or restore the store from a backup"
+        )
+    if problems != ["ok"]:
+        raise _damaged(path, f"integrity check: {'; '.join(problems)[:300]}")
+
+
 class SqliteBase:
     def __init__(self, path: Path, busy_timeout_ms: int = 10_000, create: bool = True) -> None:
+        """``create``: the daemon's opening: make the store if there is none, check it
+        thoroughly, warn when it is readable by others. Operator commands pass False."""
         self.path = path
-        if not create and not path.exists():
-            raise StoreError(
-                f"there is no store at {path}: check state_dir in the configuration, or start the daemon once"
-            )
+        if not os.path.lexists(path):
+            if not create:
+                raise StoreError(
+                    f"there is no store at {path}: check state_dir in the configuration, or start the daemon once"
+                )
+            try:
+                create_store(path)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(
+                    f"cannot create the store {path}: {exc}; check the path and its permissions"
+                ) from exc
+        check_header(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
                                        timeout=busy_timeout_ms / 1000)  # fmt: skip
-            if self._db.execute("PRAGMA page_count").fetchone()[0] == 0:
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # so pruning gives disk back
+            self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+            check_ours(self._db, path, deep=create)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA wal_autocheckpoint=4000")  # 16 MB between checkpoints
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreError(_explain(path, exc)) from exc
             raise StoreError(
                 f"cannot open the store {path}: {exc}; check the path and its permissions"
             ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise _damaged(path, str(exc)) from exc
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the store {path}: {exc}; check the path and its permissions"
+            ) from exc
+        if create:
+            warn_if_readable([path.parent, path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))])
         self._lock = threading.RLock()
         self._durable = True
         self._migrate()
@@ -252,15 +435,7 @@ class SqliteBase:
                 raise StoreError(_explain(self.path, exc)) from exc
 
     def _migrate(self) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
-
-        self._tx(run)
+        self._tx(migrate)
 
     def _exists(self, db: sqlite3.Connection, message_id: int) -> str:
         """The message's state; a StoreError naming the id when there is no such message."""

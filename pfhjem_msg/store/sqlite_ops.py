@@ -21,6 +21,7 @@ from pfhjem_msg.store.base import (
     MessageFilter,
     MessageRow,
     PruneResult,
+    RefusedFile,
     StatusFacts,
 )
 from pfhjem_msg.store.sqlite_base import (
@@ -250,6 +251,28 @@ class OperatorQueries(SqliteBase):
             receipts_overdue=overdue[0][0],
         )
 
+    def refused_files(self, acknowledged: bool = False, limit: int = 100) -> list[RefusedFile]:
+        rows = self._read(
+            "SELECT id, at, source, name, reason, size, acknowledged_at FROM refused"
+            + ("" if acknowledged else " WHERE acknowledged_at IS NULL")
+            + " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [RefusedFile(r[0], datetime.fromisoformat(r[1]), r[2], r[3], r[4], r[5], parse_ts(r[6]))
+                for r in rows]  # fmt: skip
+
+    def acknowledge_refused(self, actor: str, now: datetime) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            count = db.execute(
+                "UPDATE refused SET acknowledged_at = ?, acknowledged_by = ? WHERE acknowledged_at IS NULL",
+                (ts(now), actor),
+            ).rowcount
+            if count:
+                self._audit(db, actor, "acknowledge refused", None, f"{count} refused file(s) seen", now)
+            return count
+
+        return self._tx(work)
+
     # -- retention --------------------------------------------------------------------------
 
     def _size(self) -> int:
@@ -300,6 +323,8 @@ class OperatorQueries(SqliteBase):
                 db.execute(f"DELETE FROM deliveries WHERE message_id IN ({qs})", chunk)
                 db.execute(f"DELETE FROM messages WHERE id IN ({qs})", chunk)
             db.execute("DELETE FROM raw WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.raw_id = raw.id)")
+            if metadata_before is not None:
+                db.execute("DELETE FROM refused WHERE acknowledged_at < ?", (ts(metadata_before),))
             return len(ids), len(old)
 
         payloads, messages = self._tx(work)
