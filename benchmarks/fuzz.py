@@ -107,9 +107,11 @@ class Findings:
 
 def make_target(findings: Findings) -> Callable[[bytes], None]:
     """One input through the drafting step, and the verdict rendered as validate shows it."""
+    from pfhjem_msg import logs
     from pfhjem_msg.drafting import Drafter
     from pfhjem_msg.kith.verdict import examine
 
+    logs.configure(level="warning", stream=sys.stderr)  # the report alone goes to stdout, as JSON
     tmp = Path(tempfile.mkdtemp(prefix="pfhjem-fuzz-"))
     drafter = Drafter(demo_settings(tmp))
 
