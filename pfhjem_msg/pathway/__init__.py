@@ -101,6 +101,8 @@ class PathwayFacts:
     lifecycle_reason: str | None = None
     plan_reason: str = ""
     """Why the message plans what it plans (or nothing)."""
+    patient_named: bool = True
+    """False when the message names no patient: it plans nothing."""
     notes: list[str] = field(default_factory=list)
     """Things read but ignored (a date that cannot be one), for ``explain``."""
 
@@ -148,12 +150,13 @@ def analyse(msg: Message, matcher: Matcher | None = None, root: etree._Element |
         in_text = diagnosis_date_in(texts, message_day)
         notes += in_text.notes
         diagnosis = in_text.found or _structured_diagnosis(msg, ("B",), message_day, notes)
-    facts = PathwayFacts(detection, point, diagnosis, municipal_contact(texts), [], notes=notes)
+    facts = PathwayFacts(detection, point, diagnosis, municipal_contact(texts), [], notes=notes,
+                         patient_named=_has_patient(msg))  # fmt: skip
     if not detection.marked:
         facts.plan_reason = "not a pathway message: plans nothing"
         return facts
     facts.lifecycle, facts.lifecycle_reason = lifecycle(texts, int(point.value))  # type: ignore[call-overload]
-    if not _has_patient(msg):
+    if not facts.patient_named:
         facts.plan_reason = "the message names no patient (general information or a test): plans nothing"
     elif facts.lifecycle == "death":
         facts.plan_reason = "the patient has died: plans nothing, cancels the patient's open follow-ups"
