@@ -167,15 +167,21 @@ def _date_of(m: re.Match[str]) -> date | None:
         return None
 
 
+_DISEASE = (
+    r"(?:\w*kreft\w*|\w*cancer\w*|\w*karsinom\w*|\w*sarkom\w*|\w*lymfom\w*|\w*leukemi\w*|\w*melanom\w*"
+    r"|\w*myelom\w*|\w*gliom\w*|residiv\w*|tilbakefall\w*|metastase\w*|spreiing\w*|spredning\w*|svulst\w*"
+    r"|tumor\w*|malign\w*|sykdommen|sjukdomen)"
+)
+_FOUND = r"(?:påvist|påvise|påvis|verifisert|bekreftet|stadfesta|stadfest|diagnostisert|oppdaget|oppdaga|funnet|funne)"
 _DIAGNOSIS_CUE = re.compile(
     r"(?<!\w)(?:diagnosedato(?:en)?|diagnosetidspunkt(?:et)?|tidspunkt\s+for\s+diagnose\w*"
     r"|dato\s+for\s+(?:\w+\s+)?diagnose\w*|diagnostisert\w*|diagnostisering\w*|diagnostiserte"
-    r"|diagnose\w*\s+(?:(?:ble|blei|vart|vert|er|var|blir|ble\s+endelig|vart\s+endeleg)\s+)?(?:stilt|stilt|satt)"
+    r"|diagnose\w*\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?(?:endelig\s+|endeleg\s+)?(?:stilt|satt|gitt|gjeve|bekreftet|stadfesta|klar)"
     r"|(?:stilt|fikk|fekk|fått|fått\s+stilt|mottok|fikk\s+beskjed\s+om|fekk\s+beskjed\s+om|fikk\s+vite\s+om"
     r"|fekk\s+vite\s+om|informert\s+om|orientert\s+om)\s+(?:\w+\s+){0,2}(?:kreft)?diagnos\w*"
-    r"|(?:kreft|cancer|residiv|tilbakefall|metastase\w*|svulst\w*|tumor)\s+(?:\w+\s+){0,2}(?:påvist|påvis|verifisert|bekreftet|stadfesta|diagnostisert)"
-    r"|påvist\s+(?:\w+\s+){0,2}(?:kreft|cancer|residiv|tilbakefall|metastase\w*|svulst)"
-    r"|histologisk\s+(?:\w+\s+)?(?:verifisert|bekreftet|påvist)|biopsi\w*\s+(?:\w+\s+){0,2}(?:viste|bekreftet|påviste)"
+    r"|" + _DISEASE + r"\s+(?:\w+\s+){0,2}" + _FOUND
+    + r"|(?:påvist|påviste|oppdaget|fant|fann)\s+(?:\w+\s+){0,2}" + _DISEASE
+    + r"|histologisk\s+(?:\w+\s+)?(?:verifisert|bekreftet|påvist)|biopsi\w*\s+(?:\w+\s+){0,2}(?:viste|bekreftet|påviste)"
     r"|diagnose)(?!\w)"
 )
 _OTHER_DATE_CUE = re.compile(
@@ -184,9 +190,12 @@ _OTHER_DATE_CUE = re.compile(
     r"|skrevet|skrive|datert|journal\w*|konsultasjon\w*|samtale\w*|samtalen|kartlegging\w*|neste|født|fødd"
     r"|fødselsdato|behandlingsstart|behandling\w*|cellegift\w*|kjemoterapi\w*|stråle\w*|strålebehandling\w*"
     r"|oppstart|start\w*|henvist|henvisning\w*|tilvising\w*|mottatt|dødsdato|døde|døydde|sendt|poliklinisk\w*"
-    r"|vurdert|vurdering|avtalt|planlagt|innkalt|innkalling\w*|ct|mr|pet|røntgen|undersøkelse\w*|prøve\w*"
+    r"|vurdert|vurdering|avtalt|planlagt|innkalt|innkalling\w*"
     r"|biopsi\w*\s+(?:tatt|tekne|teken)|tatt|møte\w*)(?!\w)"
 )
+
+
+_DATE_HINT = re.compile(r"diagnos|påvis|verifis|bekreft|oppdag|funne|stadfest|fant|fann")
 
 
 def _plausible(day: date, message_day: date | None) -> bool:
@@ -205,7 +214,7 @@ def diagnosis_date_in(texts: Iterable[tuple[object, str]], message_day: date | N
     notes: list[str] = []
     for where, text in texts:
         low = clean(text)
-        if "diagnos" not in low and "påvis" not in low and "verifis" not in low and "bekreft" not in low:
+        if not _DATE_HINT.search(low):
             continue
         for m in DATE.finditer(low):
             cue = _diagnosis_cue_for(low, m.start(), m.end())

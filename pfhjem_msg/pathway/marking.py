@@ -310,12 +310,22 @@ class Matcher:
         if contrast:
             tail = rest[contrast.end() :]
             head = re.split(r",\s*(?:og|men)\b|\sog\s", tail, maxsplit=1)[0]
-            found = self.decline.search(head)
+            found = self.decline.search(head) or _CONTRAST_NOT.match(head)
             if found:
                 return found.group(0), _mask((low[start:end] + rest[: contrast.end() + found.end()]).strip())
+        # «… drøftet med pasienten, som ikke ønsker å delta»: a decline of the offer itself,
+        # anywhere later in the sentence.
+        declined = _DECLINES_OFFER.search(low, end, sentence.end)
+        if declined:
+            return declined.group("cue"), _mask(low[start : declined.end()].strip())
+        following = low[sentence.end : sentence.end + 160]
+        # «Aktuell for Pakkeforløp hjem? Nei.»: a question answered in the next sentence.
+        if following.startswith("?") and self._phrase_ends_sentence(low, end, sentence.end):
+            reply = _ANSWER_NO.match(following.lstrip(" ?\n"))
+            if reply:
+                return reply.group(1), _mask((low[start : sentence.end] + "? " + reply.group(0)).strip())
         # «Vi har snakket om Pakkeforløp hjem. Han vil ikke delta.»: the next sentence declines.
-        following = low[sentence.end : sentence.end + 160].lstrip(" .!?\n;")
-        answer = _NEXT_DECLINE.match(following)
+        answer = _NEXT_DECLINE.match(following.lstrip(" .!?\n;"))
         if answer and self._phrase_ends_sentence(low, end, sentence.end):
             return answer.group("cue"), _mask((low[start : sentence.end] + ". " + answer.group(0)).strip())
         return None, None
@@ -324,6 +334,22 @@ class Matcher:
     def _phrase_ends_sentence(low: str, end: int, sentence_end: int) -> bool:
         return len(low[end:sentence_end].split()) <= 3
 
+
+_OFFER = r"(?:\s+(?:til|på|om)\s+(?:dette|det|tilbudet|tilbodet|forløpet|pakkeforløpet|deltakelse|deltaking))?"
+_DECLINES_OFFER = re.compile(
+    r"(?<!\w)(?P<cue>takket nei|takka nei|takker nei|takkar nei|sa nei|sagt nei|svarte nei|svara nei"
+    r"|(?:ikke|ikkje) (?:ønsker|ønskjer|vil|ønsket|ønskte) (?:å delta|å vere med|å være med|dette|det|tilbudet|tilbodet)"
+    r"|(?:ønsker|ønskjer|vil|ønsket|ønskte) (?:ikke|ikkje) (?:å delta|å vere med|å være med|dette|det|tilbudet|tilbodet|delta)"
+    r"|avslo|avslått|avslår|reserverte seg|reservert seg)" + _OFFER + r"(?=\s*(?:[,.;!?\n)]|$|og\b|men\b))"
+)
+"""A decline of the offer: with no object, or with the offer as its object («takket nei til
+dette»), so «takket nei til hjemmesykepleie» is not one."""
+_CONTRAST_NOT = re.compile(
+    r"(?:ikke|ikkje)\s+(?:\w+\s+)?(?:gjennomført|gjennomført|startet|starta|igangsatt|påbegynt|aktuelt|aktuell"
+    r"|inkludert|ønsket|ønskt)\b"
+)
+"""«…, men ikke gjennomført»: a «men» clause that is only the negation of the offer."""
+_ANSWER_NO = re.compile(r"(nei|ikke aktuelt|ikkje aktuelt|ikke aktuell|ikkje aktuell)\b")
 
 _NEXT_DECLINE = re.compile(
     r"(?:\w+\s+){0,2}(?P<cue>takket nei|takka nei|sa nei|sagt nei|vil ikke delta|vil ikkje delta|vil ikke være med"

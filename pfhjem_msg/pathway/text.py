@@ -25,6 +25,8 @@ _MOJIBAKE_RUN = re.compile(
 _SPACES = re.compile(r"[^\S\n]+")
 _LOST_LETTER = re.compile(r"(?<=\w)(?:\ufffd|\?)(?=\w)")
 _SPLIT_COMPOUND = re.compile(r"pakke[ \-\u2010\u2011]+forl", re.IGNORECASE)
+_HYPHENATED = re.compile(r"(pakk[a-zæøåö]{0,6})[\-\u2010\u2011][ \t]*\n?[ \t]*([a-zæøåö]{1,8}p(?:et)?)\b", re.IGNORECASE)
+"""«Pakkefor-løp»: the word broken by a hyphen (at a line end, or by hand)."""
 
 
 def _as_bytes(run: str) -> bytes | None:
@@ -69,9 +71,15 @@ def repaired(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _LOST_LETTER.sub("ø", text)
     text = _SPACES.sub(" ", text)
-    if "akke" in text:
+    if "akk" in text:
         text = _SPLIT_COMPOUND.sub(lambda m: m.group(0)[:5] + m.group(0)[-4:], text)
+        text = _HYPHENATED.sub(_join_hyphenated, text)
     return text
+
+
+def _join_hyphenated(m: re.Match[str]) -> str:
+    joined = m.group(1) + m.group(2)
+    return joined if 9 <= len(joined) <= 15 else m.group(0)
 
 
 def normalise(text: str) -> str:
