@@ -179,8 +179,12 @@ _DIAGNOSIS_CUE = re.compile(
     r"|diagnose\w*\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?(?:endelig\s+|endeleg\s+)?(?:stilt|satt|gitt|gjeve|bekreftet|stadfesta|klar)"
     r"|(?:stilt|fikk|fekk|fått|fått\s+stilt|mottok|fikk\s+beskjed\s+om|fekk\s+beskjed\s+om|fikk\s+vite\s+om"
     r"|fekk\s+vite\s+om|informert\s+om|orientert\s+om)\s+(?:\w+\s+){0,2}(?:kreft)?diagnos\w*"
-    r"|" + _DISEASE + r"\s+(?:\w+\s+){0,2}" + _FOUND
-    + r"|(?:påvist|påviste|oppdaget|fant|fann)\s+(?:\w+\s+){0,2}" + _DISEASE
+    r"|"
+    + _DISEASE
+    + r"\s+(?:\w+\s+){0,2}"
+    + _FOUND
+    + r"|(?:påvist|påviste|oppdaget|fant|fann)\s+(?:\w+\s+){0,2}"
+    + _DISEASE
     + r"|histologisk\s+(?:\w+\s+)?(?:verifisert|bekreftet|påvist)|biopsi\w*\s+(?:\w+\s+){0,2}(?:viste|bekreftet|påviste)"
     r"|diagnose)(?!\w)"
 )

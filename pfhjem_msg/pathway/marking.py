@@ -335,7 +335,9 @@ class Matcher:
         return len(low[end:sentence_end].split()) <= 3
 
 
-_OFFER = r"(?:\s+(?:til|på|om)\s+(?:dette|det|tilbudet|tilbodet|forløpet|pakkeforløpet|deltakelse|deltaking))?"
+_OFFER = (
+    r"(?:\s+(?:til|på|om)\s+(?:dette|det|tilbudet|tilbodet|forløpet|pakkeforløpet|deltakelse|deltaking))?"
+)
 _DECLINES_OFFER = re.compile(
     r"(?<!\w)(?P<cue>takket nei|takka nei|takker nei|takkar nei|sa nei|sagt nei|svarte nei|svara nei"
     r"|(?:ikke|ikkje) (?:ønsker|ønskjer|vil|ønsket|ønskte) (?:å delta|å vere med|å være med|dette|det|tilbudet|tilbodet)"

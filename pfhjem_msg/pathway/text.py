@@ -25,7 +25,9 @@ _MOJIBAKE_RUN = re.compile(
 _SPACES = re.compile(r"[^\S\n]+")
 _LOST_LETTER = re.compile(r"(?<=\w)(?:\ufffd|\?)(?=\w)")
 _SPLIT_COMPOUND = re.compile(r"pakke[ \-\u2010\u2011]+forl", re.IGNORECASE)
-_HYPHENATED = re.compile(r"(pakk[a-zæøåö]{0,6})[\-\u2010\u2011][ \t]*\n?[ \t]*([a-zæøåö]{1,8}p(?:et)?)\b", re.IGNORECASE)
+_HYPHENATED = re.compile(
+    r"(pakk[a-zæøåö]{0,6})[\-\u2010\u2011][ \t]*\n?[ \t]*([a-zæøåö]{1,8}p(?:et)?)\b", re.IGNORECASE
+)
 """«Pakkefor-løp»: the word broken by a hyphen (at a line end, or by hand)."""
 
 
