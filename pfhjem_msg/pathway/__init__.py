@@ -139,8 +139,15 @@ def _has_patient(msg: Message) -> bool:
 
 
 def analyse(msg: Message, matcher: Matcher | None = None, root: etree._Element | None = None) -> PathwayFacts:
+    """The marking, and for a marked message what it is about, its diagnosis date, its place
+    in the pathway and the follow-up windows it plans. An unmarked message is not read further:
+    nothing else about it matters to the pathway (and most messages are unmarked)."""
     texts = places(msg, root)
     detection = detect(msg, matcher, texts=texts)
+    if not detection.marked:
+        return PathwayFacts(detection, Found(None, "", "not a pathway message"), None, None, [],
+                            plan_reason="not a pathway message: plans nothing",
+                            patient_named=_has_patient(msg))  # fmt: skip
     point = contact_point(texts)
     gen = msg.gen_datetime
     message_day = gen.date() if gen is not None else None
@@ -152,9 +159,6 @@ def analyse(msg: Message, matcher: Matcher | None = None, root: etree._Element |
         diagnosis = in_text.found or _structured_diagnosis(msg, ("B",), message_day, notes)
     facts = PathwayFacts(detection, point, diagnosis, municipal_contact(texts), [], notes=notes,
                          patient_named=_has_patient(msg))  # fmt: skip
-    if not detection.marked:
-        facts.plan_reason = "not a pathway message: plans nothing"
-        return facts
     facts.lifecycle, facts.lifecycle_reason = lifecycle(texts, int(point.value))  # type: ignore[call-overload]
     if not facts.patient_named:
         facts.plan_reason = "the message names no patient (general information or a test): plans nothing"

@@ -279,7 +279,13 @@ _END = re.compile(
 _PATHWAY_SUBJECT = re.compile(r"(?<!\w)(?:pakkeforløpet|forløpet|forløpet|pakkeforløp|forløp)(?!\w)")
 
 
+_DEATH_HINT = re.compile(r"dø|døy|daud|exitus|bort|sovn|mors")
+_END_HINT = re.compile(r"avslut|ferdig|slutt|utskr|ut av|går ut|gå ut|fullfør|endt")
+
+
 def _death_in(low: str) -> bool:
+    if not _DEATH_HINT.search(low):
+        return False
     for m in _DEATH.finditer(low):
         if m.group(0) == "mors" and not re.search(r"\bmors\b\s*(?:\d|den|dato|:)", low[m.start() :]):
             continue
@@ -296,6 +302,8 @@ def _death_in(low: str) -> bool:
 
 
 def _end_in(low: str) -> bool:
+    if not _END_HINT.search(low):
+        return False
     for m in _END.finditer(low):
         sentence = sentence_of(low, m.start())
         start, end = clause_bounds(low, sentence, m.start())

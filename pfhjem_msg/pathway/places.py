@@ -2,8 +2,8 @@
 document itself, so that a note, an annotation, an attachment title or an Epikrise plan
 comment is read whatever its element is called.
 
-Not read: who the message is about or between (patient identity, addresses, parties, persons
-related to a note), ids, dates and codes, base64 attachments, signatures, and the request a
+Not read: who the message is about or between (``MsgInfo``: patient identity, addresses,
+parties; persons related to a note), ids, dates and codes, base64 attachments, signatures, and the request a
 Dialogmelding answer embeds (``Notat/Foresporsel``: the earlier message). Display names of
 codes (``DN``) and original texts (``OT``) are read: senders put the marking in ``TemaKodet``'s
 DN.
@@ -16,16 +16,17 @@ from collections.abc import Iterator
 from lxml import etree
 
 from pfhjem_msg.kith.model import DialogPayload, EpikrisePayload, Message
-from pfhjem_msg.kith.parse import Where, local, namespace, text_of
+from pfhjem_msg.kith.parse import Where, text_of
 
 XHTML = "http://www.w3.org/1999/xhtml"
 _SKIP = frozenset({
-    "Patient", "Sender", "Receiver", "OtherReceiver", "Address", "Ident", "HCP", "ServProvider", "Requester",
+    "MsgInfo", "Patient", "Sender", "Receiver", "OtherReceiver", "Address", "Ident", "HCP", "ServProvider", "Requester",
     "CopyDest", "PatRelHCP", "PatientRelParty", "RollerRelatertNotat", "HealthcareProfessional",
     "Organisation", "Person", "TeleCom", "Signature", "Base64Container", "Kontaktenhet", "TilknyttetEnhet",
     "ConversationRef", "MsgId", "MIGversion", "GenDate", "IssueDate", "ServProvId", "MimeType",
     "Compression", "DatoNotat", "Id", "TypeId", "OffId", "TypeOffId", "DateOfBirth", "Sex", "MsgType",
-    "Ack", "StartDateTime", "EndDateTime", "OrgDate", "FileReference", "Status", "ServType",
+    "Ack", "StartDateTime", "EndDateTime", "OrgDate", "FileReference", "Status", "ServType", "RefToParent",
+    "RefToConversation", "TypeForesp", "DokIdNotat", "DokIdForesp",
 })  # fmt: skip
 _WHOLE = frozenset({"TekstNotatInnhold", "TextResultValue", "Sporsmal", "Description", "Merknad"})
 
@@ -44,30 +45,46 @@ class Place:
     __repr__ = __str__
 
 
+_LOCAL: dict[str, str] = {}
+"""{namespace}Name -> Name, filled as tags are seen (the KITH vocabulary is small)."""
+_XHTML_PREFIX = "{" + XHTML + "}"
+
+
 def tree_places(root: etree._Element) -> Iterator[tuple[Place, str]]:
-    """(place, text) of every free-text place under ``root``, in document order."""
-    stack: list[tuple[etree._Element, bool]] = [(root, False)]
-    while stack:
-        el, in_note = stack.pop()
-        name = local(el)
-        if not name or name in _SKIP or (in_note and name == "Foresporsel"):
+    """(place, text) of every free-text place under ``root``, in document order. One pass over
+    the elements in lxml's own order; a skipped subtree's elements are set aside as met."""
+    skipped: set[etree._Element] = set()
+    for el in root.iter(etree.Element):
+        if el in skipped:
+            continue
+        tag = el.tag
+        name = _LOCAL.get(tag)
+        if name is None:
+            name = tag[tag.rfind("}") + 1 :]
+            if len(_LOCAL) < 4096:  # senders choose the tags
+                _LOCAL[tag] = name
+        if name in _SKIP or (name == "Foresporsel" and _in_note(el)):
+            skipped.update(el.iter())
             continue
         for attribute in ("DN", "OT"):
             value = el.get(attribute)
-            if value and value.strip():
+            if value and not value.isspace():
                 yield Place(Where(el, root), f"/@{attribute}"), value
-        kids = [c for c in el if isinstance(c.tag, str)]
-        if kids and (name in _WHOLE or namespace(kids[0]) == XHTML):
+        if not len(el):
+            text = el.text
+            if text and not text.isspace():
+                yield Place(Where(el, root)), text
+        elif name in _WHOLE or (el[0].tag.__class__ is str and el[0].tag.startswith(_XHTML_PREFIX)):
             value = text_of(el)
             if value:
                 yield Place(Where(el, root)), value
-            continue
-        if not kids:
-            if el.text and el.text.strip():
-                yield Place(Where(el, root)), el.text
-            continue
-        note = in_note or name == "Notat"
-        stack.extend((c, note) for c in reversed(kids))
+            skipped.update(el.iter())
+
+
+def _in_note(el: etree._Element) -> bool:
+    """Whether a request is the one an answer embeds (inside ``Notat``)."""
+    parent = el.getparent()
+    return parent is not None and parent.tag.__class__ is str and parent.tag.endswith("Notat")
 
 
 def model_places(msg: Message) -> Iterator[tuple[Place, str]]:

@@ -13,16 +13,15 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff\u180e"), None)
+_INVISIBLE = "\u00ad\u200b\u200c\u200d\u2060\ufeff\u180e"
 _MOJIBAKE_HINT = re.compile("[\u00c2\u00c3\u00c5][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]")  # fmt: skip
 _MOJIBAKE_RUN = re.compile(
     "[\u0080-\u00ff\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014"
     "\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]{2,}"
 )
-_SPACES = re.compile(r"[^\S\n]+")
+_SPACES = re.compile(r"[ \t\f\v]+")
 _LOST_LETTER = re.compile(r"(?<=\w)(?:\ufffd|\?)(?=\w)")
 _SPLIT_COMPOUND = re.compile(r"pakke[ \-\u2010\u2011]+forl", re.IGNORECASE)
 _HYPHENATED = re.compile(
@@ -66,15 +65,24 @@ def repair_mojibake(text: str) -> str:
 
 
 def repaired(text: str) -> str:
-    """The repairs of this module, case kept; one kind of space, line breaks kept."""
+    """The repairs of this module, case kept; one kind of space, line breaks kept. Each repair
+    is tried only when a cheap test says it may apply: most text needs none."""
     if "\u00c3" in text or "\u00c2" in text or "\u00c5" in text:
         text = repair_mojibake(text)
-    text = unicodedata.normalize("NFKC", text.translate(_INVISIBLE))
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _LOST_LETTER.sub("ø", text)
-    text = _SPACES.sub(" ", text)
-    if "akk" in text:
+    if not text.isascii():
+        for ch in _INVISIBLE:
+            if ch in text:
+                text = text.replace(ch, "")
+        text = unicodedata.normalize("NFKC", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "?" in text or "\ufffd" in text:
+        text = _LOST_LETTER.sub("ø", text)
+    if "  " in text or "\t" in text or "\f" in text or "\v" in text:
+        text = _SPACES.sub(" ", text)
+    if "akke " in text or "akke-" in text or "AKKE " in text or "AKKE-" in text:
         text = _SPLIT_COMPOUND.sub(lambda m: m.group(0)[:5] + m.group(0)[-4:], text)
+    if ("-" in text or "\u2010" in text or "\u2011" in text) and ("akk" in text or "AKK" in text):
         text = _HYPHENATED.sub(_join_hyphenated, text)
     return text
 
@@ -166,18 +174,22 @@ class Span:
     end: int
 
 
-def sentences(text: str) -> Iterator[Span]:
+@functools.lru_cache(maxsize=256)
+def sentences(text: str) -> tuple[Span, ...]:
     """Sentences and lines: ends at «. ! ?» before a space (not after a known abbreviation or
-    a day number), at a line break, a semicolon or a bullet."""
+    a day number), at a line break, a semicolon or a bullet. Cached: every rule that finds
+    something asks for the sentence around it."""
+    out = []
     start = 0
     for m in _SENTENCE_END.finditer(text):
         if m.group(0).startswith(".") and _ABBREV_BEFORE.search(text[max(0, m.start() - 8) : m.start()]):
             continue
         if m.start() > start:
-            yield Span(start, m.start())
+            out.append(Span(start, m.start()))
         start = m.end()
     if start < len(text):
-        yield Span(start, len(text))
+        out.append(Span(start, len(text)))
+    return tuple(out)
 
 
 def sentence_of(text: str, position: int) -> Span:
