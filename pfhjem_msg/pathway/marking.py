@@ -252,9 +252,14 @@ class Matcher:
             for m in rx.finditer(low):
                 if not any(m.start() < h.end and h.start < m.end() for h in hits):
                     hits.append(Hit(m.start(), m.end(), name))
+        if not hits:
+            return
+        cased = clean_cased(raw)
+        if len(cased) != len(low):
+            cased = low
         for h in hits:
             cue, clause = self.negation(low, h.start, h.end)
-            yield Match(str(where), _mask(low[h.start : h.end]), h.rule, cue, clause)
+            yield Match(str(where), _mask(cased[h.start : h.end]), h.rule, cue, clause)
 
     def negation(self, low: str, start: int, end: int) -> tuple[str | None, str | None]:
         """The cue that negates the phrase at ``start:end``, and its clause; or (None, None)."""
