@@ -84,7 +84,8 @@ def _mentions(low: str) -> Iterable[tuple[int, int]]:
         assessment = re.search(
             r"(?:kartlegging|samtale|oppfølging|kontakt)\w*[^.;\n]*\b(?:etter|ved)\s*$", before
         )
-        if not (after_diagnosis or assessment or re.match(r"\s*etter\s+diagnose", tail)):
+        window = m.group("hi") is not None and (m.group("lo"), m.group("hi")) in (("3", "4"), ("12", "18"))
+        if not (window or after_diagnosis or assessment or re.match(r"\s*etter\s+diagnose", tail)):
             continue
         lo = int(m.group("lo"))
         if 2 <= lo <= 6:
@@ -174,7 +175,7 @@ _DISEASE = (
 )
 _FOUND = r"(?:påvist|påvise|påvis|verifisert|bekreftet|stadfesta|stadfest|diagnostisert|oppdaget|oppdaga|funnet|funne)"
 _DIAGNOSIS_CUE = re.compile(
-    r"(?<!\w)(?:diagnosedato(?:en)?|diagnosetidspunkt(?:et)?|tidspunkt\s+for\s+diagnose\w*"
+    r"(?<!\w)(?:diagnosedato(?:en)?|diagnosetidspunkt(?:et)?|dx\s+(?:stilt|satt)|tidspunkt\s+for\s+diagnose\w*"
     r"|dato\s+for\s+(?:\w+\s+)?diagnose\w*|diagnostisert\w*|diagnostisering\w*|diagnostiserte"
     r"|diagnose\w*\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?(?:endelig\s+|endeleg\s+)?(?:stilt|satt|gitt|gjeve|bekreftet|stadfesta|klar)"
     r"|(?:stilt|fikk|fekk|fått|fått\s+stilt|mottok|fikk\s+beskjed\s+om|fekk\s+beskjed\s+om|fikk\s+vite\s+om"
@@ -199,7 +200,7 @@ _OTHER_DATE_CUE = re.compile(
 )
 
 
-_DATE_HINT = re.compile(r"diagnos|påvis|verifis|bekreft|oppdag|funne|stadfest|fant|fann")
+_DATE_HINT = re.compile(r"diagnos|påvis|verifis|bekreft|oppdag|funne|stadfest|fant|fann|dx")
 
 
 def _plausible(day: date, message_day: date | None) -> bool:
@@ -273,7 +274,7 @@ _HYPOTHETICAL = re.compile(
     r"(?<!\w)(?:dersom|hvis|viss|frykt\w*|redd\w*|angst|tanker|snakk\w*|samtale\w*)(?!\w)"
 )
 _END = re.compile(
-    r"(?<!\w)(?:avsluttes|avsluttet|avslutta|avsluttast|avslutning|avsluttende|avsluttande|avslutte|ferdig|slutt"
+    r"(?<!\w)(?:avsluttes|avsluttet|avslutta|avsluttast|avslutter|avsluttar|avslutning|avsluttende|avsluttande|avslutte|ferdig|slutt"
     r"|sluttført|utskrives|utskrivast|utskrevet|utskriven|ut\s+av|går\s+ut|gå\s+ut|fullført|fullførd|endt)(?!\w)"
 )
 _PATHWAY_SUBJECT = re.compile(r"(?<!\w)(?:pakkeforløpet|forløpet|forløpet|pakkeforløp|forløp)(?!\w)")
