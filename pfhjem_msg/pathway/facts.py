@@ -56,7 +56,9 @@ _PLAN = re.compile(
     r"|tek\s+kontakt|ta\s+kontakt|kontakter|kontaktar|videre\s+oppfølging|vidare\s+oppfølging|overtar|ansvar"
     r"|ansvaret|avtalt|avtale|forventet|venta|ventet|fremover|framover|etter\s+hvert|etter\s+kvart|seinare"
     r"|senere|om\s+\d|om\s+ca|om\s+cirka|om\s+omlag|innen|innan|ny\s+kartlegging|nytt\s+møte|ny\s+samtale"
-    r"|gjennomføres\s+om|aktuelt\s+ved|tilbud\s+om|tilbod\s+om|vil\s+bli|blir\s+kontaktet|kommunen\s+tar)(?!\w)"
+    r"|gjennomføres\s+om|aktuelt\s+ved|tilbud\s+om|tilbod\s+om|vil\s+bli|blir\s+kontaktet|kommunen\s+tar"
+    r"|innebærer|inneber|består\s+av|omfatter|omfattar|tilbys|tilbydast|får\s+tilbud|får\s+tilbod|informert\s+om"
+    r"|orientert\s+om|forklart|kommer|kjem)(?!\w)"
 )
 _DONE = re.compile(
     r"(?<!\w)(?:gjennomført|gjennomførte|gjennomførd|utført|utførte|avholdt|fant\s+sted|rapport|referat"

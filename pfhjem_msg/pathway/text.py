@@ -200,7 +200,7 @@ def sentence_of(text: str, position: int) -> Span:
 
 
 _BOUNDARY = re.compile(
-    r",\s*(?:og|men|mens|så|samt|for|fordi|da|når|der|sidan|siden)\b|\s(?:men|mens)\s|\sog\s(?!(?:ikke|ikkje)\b)"
+    r",\s*(?:og|men|mens|så|samt|for|fordi|da|når|der|sidan|siden)\b|\s(?:men|mens)\s|(?<!\d)\sog\s(?!(?:ikke|ikkje)\b|\d)"
 )
 """Where a coordinated, different clause starts inside a sentence."""
 
