@@ -171,7 +171,8 @@ _DECLINE = (
 """Cues in a «men» clause or a comma value right after the phrase: the offer declined."""
 
 _NEAR_ONLY = frozenset({"uten", "utan", "ingen", "inga", "nei"})
-_RELATIVE = re.compile(r"\b(?:som|der|dersom|hvis|om|når|fordi|sidan|siden|da|ettersom)\s+(?:\w+\s+){0,2}$")
+_RELATIVE = re.compile(r"\b(?:som|der|dersom|hvis|viss)\s+(?:\w+\s+){0,2}$")
+"""A relative or conditional clause whose own negation does not reach the phrase."""
 _STOP_AFTER = re.compile(r"\b(?:som|fordi|sidan|siden|ettersom|dersom|hvis|når|der)\b")
 
 

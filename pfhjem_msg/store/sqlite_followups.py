@@ -49,11 +49,13 @@ class FollowupQueries(SqliteBase):
 
     @staticmethod
     def _death_of(db: sqlite3.Connection, patient_id: str | None) -> int | None:
-        """The message that told us the patient has died, if any."""
+        """The message that told us the patient has died, if any (an operator who discards that
+        message, because it was wrong, lifts it)."""
         if not patient_id:
             return None
         row = db.execute(
-            "SELECT source_message_id FROM episodes WHERE patient_id = ? AND anchor_kind = 'death' LIMIT 1",
+            "SELECT e.source_message_id FROM episodes e JOIN messages m ON m.id = e.source_message_id "
+            "WHERE e.patient_id = ? AND e.anchor_kind = 'death' AND m.state != 'discarded' LIMIT 1",
             (patient_id,),
         ).fetchone()
         return int(row[0]) if row else None
