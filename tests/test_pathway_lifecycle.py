@@ -68,4 +68,3 @@ def test_end_of_the_pathway_closes_the_reported_point_and_cancels_the_rest(
     world.clock.at("2028-03-01")
     world.run()
     assert world.reminders() == []
-
