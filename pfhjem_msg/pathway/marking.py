@@ -95,6 +95,24 @@ _NAME_GOES_ON = re.compile(
     r"[ \t\n]*(?:[\-\u2010-\u2015:,][ \t\n]*kreft\b|for[ \t\n]+(?:pasient(?:er|ar)[ \t\n]+med[ \t\n]+kreft"
     r"|kreftpasient(?:er|ar))\b)"
 )
+_GOING_HOME = re.compile(r"[ \t]+(?:att|igjen|(?P<to>til|fra|frå)[ \t]+(?P<what>\w+))\b")
+_HOME_WORDS = frozenset({"seg", "sin", "sitt", "sine", "familien", "familia", "ektefellen", "mannen", "kona"})
+
+
+def _going_home(low: str, shown: str | None, at: int) -> bool:
+    """«… pakkeforløp hjem til Bodø», «… heim att»: «hjem» is where the patient goes, not the
+    pathway's name. «til kommunene», «til pasienter med kreft» are the name going on."""
+    m = _GOING_HOME.match(low, at)
+    if m is None:
+        return False
+    if m.group("to") is None:
+        return True
+    if m.group("what") in _HOME_WORDS:
+        return True
+    start = m.start("what")
+    return shown is not None and len(shown) == len(low) and shown[start].isupper()
+
+
 _RULES = (
     ("full", re.compile(r"[ \t\n]*for[ \t\n]+pasient(?:er|ar)[ \t\n]+med[ \t\n]+kreft\b")),
     ("kreftpasienter", re.compile(r"[ \t\n]*for[ \t\n]+kreftpasient(?:er|ar)\b")),
@@ -117,14 +135,16 @@ def find_phrases(low: str, shown: str | None = None) -> Iterator[Hit]:
         end = m.end()
         if _glued(word):
             pass
-        elif is_first_word(word):
-            gap = _GAP.match(low, end)
+        elif is_first_word(word) or (word == "pakkeforl" and low.startswith(".", end)):
+            gap = _GAP.match(low, end + (word == "pakkeforl"))
             assert gap is not None
             nxt = _WORD.match(low, gap.end())
             if nxt is None or not is_second_word(nxt.group(0)):
                 continue
             across_lines = gap.group(1) is not None and not _NAME_GOES_ON.match(low, nxt.end())
             if across_lines and (shown is None or len(shown) != len(low) or shown[nxt.start()].isupper()):
+                continue
+            if _going_home(low, shown, nxt.end()):
                 continue
             end = nxt.end()
         else:
@@ -247,7 +267,7 @@ class Matcher:
         low = clean(raw)
         hits: list[Hit] = []
         if "pakk" in low or "forl" in low:
-            shown = clean_cased(raw) if "\n" in low else None
+            shown = clean_cased(raw) if "\n" in low or " til " in low or " fr" in low else None
             hits = list(find_phrases(low, shown))
         for name, rx in self.local:
             for m in rx.finditer(low):
