@@ -261,10 +261,10 @@ def _diagnosis_cue_for(low: str, start: int, end: int) -> str | None:
 Lifecycle = Literal["start", "follow-up", "end", "death"]
 
 _DEATH = re.compile(
-    r"(?<!\w)(?:døde|døydde|døyde|dødde|avdøde|avdød|dødsfall\w*|exitus|avgått\s+ved\s+døden|avgikk\s+ved\s+døden"
-    r"|gikk\s+bort|gått\s+bort|gjekk\s+bort|gått\s+bort|sovnet\s+inn|sovna\s+inn|sovnet\s+stille\s+inn"
-    r"|(?:er|ble|blei|vart|var|funnet|erklært|erklært)\s+(?:\w+\s+){0,2}død|er\s+daud|døde\s+i|dødstidspunkt"
-    r"|dødsdato|mors)(?!\w)"
+    r"(?<!\w)(?:døde|døydde|døyde|dødde|dødd|avdøde|avdød|dødsfall\w*|exitus|avgått\s+ved\s+døden"
+    r"|avgikk\s+ved\s+døden|omkom|omkommet|omkomne|gikk\s+bort|gått\s+bort|gjekk\s+bort|sovnet\s+inn|sovna\s+inn"
+    r"|sovnet\s+stille\s+inn|(?:er|ble|blei|vart|var|funnet|erklært)\s+(?:\w+\s+){0,2}(?:død|daud)"
+    r"|dødstidspunkt|dødsdato|mors)(?!\w)|(?<!\w)død\s*:?\s*(?=\d)"
 )
 _FAMILY = re.compile(
     r"(?<!\w)(?:mor|mora|moren|far|faren|faren|bror|broren|søster|søstera|søsteren|syster|ektefelle\w*|mann|mannen"
