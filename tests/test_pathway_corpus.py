@@ -109,6 +109,12 @@ def build(place: str, text: str, labels: dict[str, Any]) -> bytes:
     quoted = str(labels.get("quoted_request", ""))
     if place == "dlg11-text":
         xml = _msghead(_note11("Notat", _lines_xhtml(text)), labels)
+    elif place == "dlg11-text-with-tema":
+        xml = _msghead(_note11(str(labels["tema"]), _lines_xhtml(text)), labels)
+    elif place == "epi-comment-with-heading":
+        xml = _epikrise(
+            labels, comments=[("VU", "Vurdering", _lines_xhtml(text))], msg_descr=str(labels["tema"])
+        )
     elif place == "dlg11-tema":
         xml = _msghead(_note11(text, "Se vedlegg."), labels)
     elif place == "dlg11-merknad":

@@ -16,6 +16,7 @@ becomes a note.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -43,7 +44,7 @@ from pfhjem_msg.pathway.marking import (
     mentions_diagnostic_pathway,
 )
 from pfhjem_msg.pathway.places import Place, model_places, tree_places
-from pfhjem_msg.pathway.text import clean, normalise, unquoted
+from pfhjem_msg.pathway.text import clean, normalise, sentences, unquoted
 from pfhjem_msg.pathway.windows import Window, add_months, followup_windows
 
 
@@ -64,12 +65,20 @@ def detect(
     found: list[Match] = []
     negated: list[Match] = []
     diagnostic = False
-    for where, text in texts if texts is not None else places(msg, root):
+    listed = list(texts if texts is not None else places(msg, root))
+    for where, text in listed:
         for m in matcher.find(where, text):
             (negated if m.negated_by else found).append(m)
         if not found and not diagnostic:
             low = clean(text)
             diagnostic = ("pakk" in low or "forl" in low) and mentions_diagnostic_pathway(low)
+    if found and all(_is_title(m.where) for m in found):
+        # The marking is only the message's title or topic: the body may decline it.
+        decline = negated[0] if negated else _body_declines(listed, matcher)
+        if decline is not None:
+            negated = [*negated, *(Match(m.where, m.text, m.rule, decline.negated_by, decline.negation_clause)
+                                   for m in found)]  # fmt: skip
+            found = []
     if found:
         return Detection(True, found, negated)
     if negated:
@@ -85,6 +94,40 @@ def detect(
     else:
         reason = "no marking «Pakkeforløp hjem» in any free-text place (quoted earlier messages are not read)"
     return Detection(False, [], negated, reason)
+
+
+_TITLES = ("/Tema", "/EmneSporsmal", "/ContentDescription", "/Description", "/MsgDescr", "/@DN", "/@OT")
+
+
+def _is_title(where: str) -> bool:
+    """A place that names what the message is about rather than saying it (a topic, a subject,
+    a document title, a heading or code's display name)."""
+    return where.endswith(_TITLES)
+
+
+def _body_declines(texts: list[tuple[Place, str]], matcher: Matcher) -> Match | None:
+    """A sentence in the body that on its own declines the offer the title names («Pasienten
+    takket nei.», «Ikke aktuelt.», «Hun ønsker ikke å delta.»)."""
+    for where, text in texts:
+        if _is_title(str(where)):
+            continue
+        low = clean(text)
+        for span in sentences(low):
+            sentence = low[span.start : span.end].strip(" .!:")
+            m = _STANDALONE_DECLINE.fullmatch(sentence)
+            if m:
+                return Match(str(where), "", "", m.group("cue"), sentence)
+    return None
+
+
+_STANDALONE_DECLINE = re.compile(
+    r"(?:(?:pasienten|pas|pt|han|hun|ho|de|dei|pasient og pårørende)\s+)?(?:har\s+|hadde\s+)?"
+    r"(?:(?:i\s+dag|no|nå|derfor|dessverre)\s+)?"
+    r"(?P<cue>takket nei|takka nei|takker nei|takkar nei|sagt nei|sa nei|svart nei|avslått|avslo|avslår|reservert seg"
+    r"|ikke aktuelt|ikkje aktuelt|ikke aktuell|ikkje aktuell|ønsker ikke å delta|ønskjer ikkje å delta"
+    r"|ønsker ikke dette|ønskjer ikkje dette|vil ikke delta|vil ikkje delta|ønsket ikke å delta|ønskte ikkje å delta)"
+    r"(?:\s+(?:til|på)\s+(?:dette|det|tilbudet|tilbodet|forløpet|pakkeforløpet))?(?:\s+(?:nå|no|i dag|foreløpig))?"
+)
 
 
 @dataclass
