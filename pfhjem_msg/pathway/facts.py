@@ -58,7 +58,7 @@ _PLAN = re.compile(
     r"|senere|om\s+\d|om\s+ca|om\s+cirka|om\s+omlag|innen|innan|ny\s+kartlegging|nytt\s+møte|ny\s+samtale"
     r"|gjennomføres\s+om|aktuelt\s+ved|tilbud\s+om|tilbod\s+om|vil\s+bli|blir\s+kontaktet|kommunen\s+tar"
     r"|innebærer|inneber|består\s+av|omfatter|omfattar|tilbys|tilbydast|får\s+tilbud|får\s+tilbod|informert\s+om"
-    r"|orientert\s+om|forklart|kommer|kjem)(?!\w)"
+    r"|orientert\s+om|forklart|kommer|kjem|kontaktes|kontaktast|varsles|varslast|innkalles|kalles|følges)(?!\w)"
 )
 _DONE = re.compile(
     r"(?<!\w)(?:gjennomført|gjennomførte|gjennomførd|utført|utførte|avholdt|fant\s+sted|rapport|referat"
@@ -99,6 +99,9 @@ def _mentions(low: str) -> Iterable[tuple[int, int]]:
 def _is_plan(low: str, position: int) -> bool:
     sentence = sentence_of(low, position)
     start, end = clause_bounds(low, sentence, position)
+    # A heading «SP2 i Pakkeforløp hjem: …» ends at its colon: what follows is another statement.
+    before, after = low.rfind(":", start, position), low.find(":", position, end)
+    start, end = (before + 1 if before != -1 else start), (after if after != -1 else end)
     clause = low[start:end]
     if re.search(r"(?<!\w)om\s+(?:ca\.?\s+|cirka\s+)?\d", low[max(start, position - 12) : position + 2]):
         return True

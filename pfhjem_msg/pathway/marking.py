@@ -187,6 +187,8 @@ _DECLINE = (
     "ønskjer ikkje tilbodet", "ønsker ikke å delta", "ønskjer ikkje å delta", "vil ikke delta",
     "vil ikkje delta", "vil ikke være med", "vil ikkje vere med", "ikke startet", "ikkje starta",
     "ikke inkludert", "ikkje inkludert", "ikke ønsket", "ikkje ønskt", "trakk seg", "trekt seg",
+    "ikke relevant", "ikkje relevant", "ikke tilbudt", "ikkje tilbode", "ikke påbegynt", "ikke igangsatt",
+    "ikkje sett i gang", "ikke gjennomført", "ikkje gjennomført", "ikke startet opp", "ikkje starta opp",
 )  # fmt: skip
 """Cues in a «men» clause or a comma value right after the phrase: the offer declined."""
 
@@ -317,12 +319,25 @@ class Matcher:
             ):
                 return cue.group(0), _mask(low[start - len(pre) : min(c_end, end)].strip())
         post = low[end:c_end]
-        stop = _STOP_AFTER.search(post)
-        own = post[: stop.start()] if stop else post
-        own_first = own.split(",")[0]
-        cue_after = self.after.search(own_first)
-        if cue_after:
-            return cue_after.group(0), _mask(low[start : end + cue_after.end()].strip())
+        field = _FIELD_SEPARATOR.match(post)
+        if field:
+            # «Pakkeforløp hjem: Ikke aktuelt» / «… – Nei»: a field's value negates only when it
+            # is the negation itself; «…: Ønsker ikke kontakt nå» is a statement of its own.
+            value = self.decline.search(post.split(",")[0], field.end())
+            if value:
+                return value.group(0), _mask(low[start : end + value.end()].strip())
+        else:
+            stop = _STOP_AFTER.search(post)
+            own = post[: stop.start()] if stop else post
+            own_first = own.split(",")[0]
+            cue_after = self.after.search(own_first)
+            if cue_after:
+                return cue_after.group(0), _mask(low[start : end + cue_after.end()].strip())
+        if self._phrase_ends_sentence(low, end, sentence.end):
+            # A heading with fields under it: «Pakkeforløp hjem:\n- Inkludert: nei».
+            below = _FIELD_NO.search(low, sentence.end, sentence.end + 240)
+            if below:
+                return below.group("cue"), _mask((low[start:end] + " … " + below.group(0)).strip())
         # «…, ikke aktuelt» / «…, men pasienten takket nei»: the value or contrast right after.
         rest = low[end : sentence.end]
         value = re.match(r"\s*[,(]\s*", rest)
@@ -377,6 +392,13 @@ _CONTRAST_NOT = re.compile(
     r"|inkludert|ønsket|ønskt)\b"
 )
 """«…, men ikke gjennomført»: a «men» clause that is only the negation of the offer."""
+_FIELD_SEPARATOR = re.compile(r"\s*(?::|\s[\-\u2010-\u2015]|[\u2013\u2014])\s*")
+_FIELD_NO = re.compile(
+    r"(?m)^[\s\-*•]*(?:inkludert|inkludering|inklusjon|aktuell|aktuelt|ønsker|ønskjer|ønsket|samtykke|samtykker"
+    r"|deltar|deltek|deltakelse|deltaking|takket ja|takka ja|startet|starta)\s*[:=]\s*(?P<cue>nei|ikke aktuelt"
+    r"|ikkje aktuelt|avslått)\b"
+)
+"""A field under a heading that says no to the pathway the heading names."""
 _ANSWER_NO = re.compile(r"(nei|ikke aktuelt|ikkje aktuelt|ikke aktuell|ikkje aktuell)\b")
 
 _NEXT_DECLINE = re.compile(
