@@ -88,7 +88,7 @@ def _glued(word: str) -> bool:
     return False
 
 
-_CANDIDATE = re.compile(r"[^\W\d_]*(?:pakk|forl)[^\W\d_]*")
+_CANDIDATE = re.compile(r"(?<![^\W\d_])[^\W\d_]*?(?:pakk|forl)[^\W\d_]*")
 _WORD = re.compile(r"[^\W\d_]+")
 _GAP = re.compile(r"[ \t\-\u2010-\u2015_/:]*(\n[\s\-\u2010-\u2015]*)?")
 _NAME_GOES_ON = re.compile(
