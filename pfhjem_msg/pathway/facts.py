@@ -282,7 +282,12 @@ _END = re.compile(
     r"(?<!\w)(?:avsluttes|avsluttet|avslutta|avsluttast|avslutter|avsluttar|avslutning|avsluttende|avsluttande|avslutte|ferdig|slutt"
     r"|sluttført|utskrives|utskrivast|utskrevet|utskriven|ut\s+av|går\s+ut|gå\s+ut|fullført|fullførd|endt)(?!\w)"
 )
-_PATHWAY_SUBJECT = re.compile(r"(?<!\w)(?:pakkeforløpet|forløpet|forløpet|pakkeforløp|forløp)(?!\w)")
+_PATHWAY_SUBJECT = re.compile(
+    r"(?<!\w)(?:pakkeforløpet|forløpet|oppfølgingen|oppfølginga)(?!\w)(?!\s+(?:for|på|ved|hos|fra|frå|i|etter)\s"
+    r"+(?!pakkeforløp|forløpet))"
+)
+"""What ends, when it is the pathway: «forløpet», «pakkeforløpet», «oppfølgingen» — not
+«oppfølgingen på poliklinikken», «pakkeforløpet for brystkreft»."""
 
 
 _DEATH_HINT = re.compile(r"dø|døy|daud|exitus|bort|sovn|mors")
@@ -313,9 +318,16 @@ def _end_in(low: str) -> bool:
     for m in _END.finditer(low):
         sentence = sentence_of(low, m.start())
         start, end = clause_bounds(low, sentence, m.start())
+        opening = low.rfind("(", start, m.start())
+        if opening != -1 and low.find(")", opening, m.start()) == -1:  # the cue is inside (…)
+            closing = low.find(")", m.start(), end)
+            start, end = opening + 1, closing if closing != -1 else end
         clause = low[start:end]
-        if not (_PATHWAY_SUBJECT.search(clause) or any(True for _ in find_phrases(clause))):
+        if not (any(True for _ in find_phrases(clause)) or _PATHWAY_SUBJECT.search(clause)):
             continue
+        nearest = low.rfind("pakkeforl", start, m.start())
+        if nearest != -1 and not any(True for _ in find_phrases(low[nearest : m.start()])):
+            continue  # «pakkeforløp for lungekreft avsluttet»: a diagnostic pathway ends
         if re.search(r"(?<!\w)(?:ikke|ikkje|før|innan|innen)\s+(?:\w+\s+){0,2}$", low[start : m.start()]):
             continue
         return True

@@ -405,7 +405,9 @@ _NEXT_DECLINE = re.compile(
     r"(?:\w+\s+){0,2}(?P<cue>takket nei|takka nei|sa nei|sagt nei|vil ikke delta|vil ikkje delta|vil ikke være med"
     r"|vil ikkje vere med|ønsker ikke dette|ønsker ikke det|ønsker ikke å delta|ønskjer ikkje dette"
     r"|ønskjer ikkje det|ønskjer ikkje å delta|avslo dette|avslo det|avslo tilbudet|avslo tilbodet|takker nei"
-    r"|takkar nei)(?:\s+til\s+(?:dette|det|tilbudet|tilbodet|forløpet|pakkeforløpet))?\s*(?=[,.;!\n]|$)"
+    r"|takkar nei|ønsker det ikke|ønsker dette ikke|vil det ikke|ønskjer det ikkje|ønskjer dette ikkje|vil det ikkje"
+    r"|ønsket det ikke|ønskte det ikkje)(?:\s+til\s+(?:dette|det|tilbudet|tilbodet|forløpet|pakkeforløpet))?"
+    r"(?:\s+(?:nå|no|i dag|foreløpig))?\s*(?=[,.;!\n]|$)"
 )
 
 
