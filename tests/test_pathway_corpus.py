@@ -376,3 +376,20 @@ def test_any_text_never_raises(text: str, place: str) -> None:
         verdict = examine(build(place, candidate, {}), "fuzz")
         if verdict.message is not None and not verdict.salvaged:
             decide(verdict, demo, None).as_dict()
+
+
+def test_hostile_repetition_is_read_in_bounded_windows() -> None:
+    """An attack: one «sentence» of thousands of phrases, negations and dates without a full
+    stop. Each rule reads a bounded window around what it found and a bounded number of
+    findings, so the cost does not grow with the square of the text."""
+    from pfhjem_msg.pathway.facts import MAX_READ, diagnosis_date_in
+    from pfhjem_msg.pathway.marking import MAX_HITS
+    from pfhjem_msg.pathway.places import Place
+    from pfhjem_msg.pathway.text import WINDOW
+
+    matcher = Matcher()
+    hits = list(matcher.find("/t", "ikke inkludert i Pakkeforløp hjem, " * 5_000))
+    assert len(hits) == MAX_HITS and all(h.negated_by == "ikke" for h in hits)
+    assert all(len(h.negation_clause or "") <= 2 * WINDOW for h in hits)
+    dates = diagnosis_date_in([(Place("/t"), "diagnosedato 31.02.2026 " * 5_000)], None)
+    assert dates.found is None and len(dates.notes) == MAX_READ

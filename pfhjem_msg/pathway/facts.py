@@ -17,6 +17,7 @@ before 1900 or more than a year after the message) is ignored with a note.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from typing import Literal
 
 from pfhjem_msg.pathway.marking import find_phrases
 from pfhjem_msg.pathway.text import clause_bounds, clean, sentence_of
+
+MAX_READ = 50
+"""Mentions of a point, dates or cues read per text, at most (a hostile text repeats them)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def contact_point(texts: Iterable[tuple[object, str]]) -> Found:
             and "måne" not in low
         ):
             continue
-        for position, point in sorted(_mentions(low)):
+        for position, point in sorted(itertools.islice(_mentions(low), MAX_READ)):
             if _is_plan(low, position):
                 plans.append(point)
                 continue
@@ -226,7 +230,7 @@ def diagnosis_date_in(texts: Iterable[tuple[object, str]], message_day: date | N
         low = clean(text)
         if not _DATE_HINT.search(low):
             continue
-        for m in DATE.finditer(low):
+        for m in itertools.islice(DATE.finditer(low), MAX_READ):
             cue = _diagnosis_cue_for(low, m.start(), m.end())
             if cue is None:
                 continue
@@ -297,7 +301,7 @@ _END_HINT = re.compile(r"avslut|ferdig|slutt|utskr|ut av|går ut|gå ut|fullfør
 def _death_in(low: str) -> bool:
     if not _DEATH_HINT.search(low):
         return False
-    for m in _DEATH.finditer(low):
+    for m in itertools.islice(_DEATH.finditer(low), MAX_READ):
         if m.group(0) == "mors" and not re.search(r"\bmors\b\s*(?:\d|den|dato|:)", low[m.start() :]):
             continue
         sentence = sentence_of(low, m.start())
@@ -315,7 +319,7 @@ def _death_in(low: str) -> bool:
 def _end_in(low: str) -> bool:
     if not _END_HINT.search(low):
         return False
-    for m in _END.finditer(low):
+    for m in itertools.islice(_END.finditer(low), MAX_READ):
         sentence = sentence_of(low, m.start())
         start, end = clause_bounds(low, sentence, m.start())
         opening = low.rfind("(", start, m.start())

@@ -21,6 +21,7 @@ og er inkludert i …») or in a relative or subordinate clause («… som ikke 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ def _glued(word: str) -> bool:
     return False
 
 
+MAX_HITS = 20
+"""Markings read per text, at most: the first un-negated one is what counts."""
 _CANDIDATE = re.compile(r"(?<![^\W\d_])[^\W\d_]*?(?:pakk|forl)[^\W\d_]*")
 _WORD = re.compile(r"[^\W\d_]+")
 _GAP = re.compile(r"[ \t\-\u2010-\u2015_/:]*(\n[\s\-\u2010-\u2015]*)?")
@@ -270,7 +273,7 @@ class Matcher:
         hits: list[Hit] = []
         if "pakk" in low or "forl" in low:
             shown = clean_cased(raw) if "\n" in low or " til " in low or " fr" in low else None
-            hits = list(find_phrases(low, shown))
+            hits = list(itertools.islice(find_phrases(low, shown), MAX_HITS))
         for name, rx in self.local:
             for m in rx.finditer(low):
                 if not any(m.start() < h.end and h.start < m.end() for h in hits):

@@ -10,6 +10,7 @@ lowered; line breaks are kept, since they end clauses and quoted lines.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import unicodedata
@@ -192,11 +193,22 @@ def sentences(text: str) -> tuple[Span, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=256)
+def _starts(text: str) -> tuple[int, ...]:
+    return tuple(span.start for span in sentences(text))
+
+
+WINDOW = 600
+"""How far from a phrase a rule reads, at most: no sentence a person writes is longer, and a
+hostile text without full stops costs no more than a normal one."""
+
+
 def sentence_of(text: str, position: int) -> Span:
-    for span in sentences(text):
-        if span.start <= position < span.end or position == span.end:
-            return span
-    return Span(0, len(text))
+    """The sentence around ``position``, clipped to ``WINDOW`` characters either side."""
+    spans = sentences(text)
+    i = bisect.bisect_right(_starts(text), position) - 1
+    span = spans[i] if i >= 0 and position <= spans[i].end else Span(position, position)
+    return Span(max(span.start, position - WINDOW), min(span.end, position + WINDOW))
 
 
 _BOUNDARY = re.compile(
