@@ -306,8 +306,8 @@ def _death_in(low: str) -> bool:
             continue
         sentence = sentence_of(low, m.start())
         start, _end = clause_bounds(low, sentence, m.start())
-        if _FAMILY.search(low[start : m.start()]):
-            continue
+        if _FAMILY.search(low[start : m.start()]) or low.startswith("?", sentence.end):
+            continue  # someone else died, or it is a question
         if _HYPOTHETICAL.search(low[start : m.start()]):
             continue
         if re.search(r"(?<!\w)(?:ikke|ikkje)\s+(?:\w+\s+){0,1}$", low[start : m.start()]):
