@@ -149,6 +149,9 @@ def explain_lines(d: dict[str, Any]) -> list[str]:
         out.append("diagnosis date: not given")
     if d["municipal_contact_at"]:
         out.append(f"municipal contact named at {d['municipal_contact_at']}")
+    if d.get("lifecycle"):
+        out.append(f"lifecycle:      {d['lifecycle']} ({d['lifecycle_reason']}); plan: {d['plan_reason']}")
+    out += [f"  pathway note: {n}" for n in d.get("pathway_notes", [])]
     out.append(f"municipality:   {d['municipality'] or '-'}")
     out.append(f"routing:        {d['routing_action']}: {d['routing_reason']}")
     for r in d["routing"]:

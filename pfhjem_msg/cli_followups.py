@@ -69,6 +69,17 @@ def municipality(args: argparse.Namespace, store: OperatorStore) -> str | None:
     raise refuse_unknown("--municipality", given, known or ["(no municipality is configured)"])
 
 
+def _closing_message(f: Followup, store: OperatorStore) -> dict[str, Any] | None:
+    """The message that closed the follow-up (an SP2/SP3 report, the end of the pathway, a death)."""
+    actor = f.closed_by or ""
+    if not actor.startswith("message ") or not actor[8:].isdigit():
+        return None
+    row = store.message(int(actor[8:]))
+    if row is None:
+        return {"message_id": int(actor[8:]), "msg_id": None, "received_at": ""}
+    return {"message_id": row.id, "msg_id": row.msg_id, "received_at": row.received_at.isoformat()}
+
+
 def _find(store: OperatorStore, ident: str) -> Followup:
     f = store.followup(int(ident)) if ident.isdigit() else None
     if f is None:
@@ -110,6 +121,7 @@ def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
 def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
     f = _find(store, args.id)
     data = _dict(f, store, args.show_patient)
+    data["closed_by_message"] = _closing_message(f, store)
     if args.show_patient:
         _audit_patient(store, f"followups show {f.id}", 1)
     reminders = [
@@ -138,6 +150,10 @@ def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
         print(f"  reminder   {phase}: {r['status']} to {r['destination']}{error}")
     if f.closed_at:
         print(f"  closed     {f.closed_at.isoformat(timespec='seconds')} by {f.closed_by}: {f.note}")
+    closer = data.get("closed_by_message")
+    if closer:
+        print(f"  closed by  message {closer['message_id']} (MsgId {closer['msg_id'] or '-'}, "
+              f"received {closer['received_at'][:10]})")  # fmt: skip
     return 0
 
 

@@ -51,6 +51,7 @@ class MessageDecision:
                 "reason": a.reason,
             },
             "followups": [w.as_dict() for w in f.followups] if f else [],
+            **(f.explain() if f else {}),
         }
 
 
@@ -62,7 +63,7 @@ def decide(
     if msg is None or verdict.salvaged:
         reason = "the message could not be read; an operator must look at it"
         return MessageDecision(verdict, None, RoutingDecision("hold", reason), receipt)
-    facts = analyse(msg, matcher or Matcher(settings.pathway))
+    facts = analyse(msg, matcher or Matcher(settings.pathway), verdict.root)
     if receipt.due and receipt.status == "2":
         codes = ", ".join(c for c, _ in receipt.errors)
         routing = RoutingDecision("reject", f"rejected with a negative AppRec ({codes}); not delivered")

@@ -173,9 +173,12 @@ class Drafter:
 
 
 def followup_facts(result: MessageDecision) -> FollowupFacts | None:
-    """What a routed message means for the follow-up plan: only marked messages count."""
+    """What a routed message means for the follow-up plan: only marked messages that name a
+    patient count; the pathway's lifecycle says whether it plans, closes or cancels."""
     msg, facts, municipality = result.verdict.message, result.facts, result.routing.municipality
     if msg is None or facts is None or not facts.detection.marked or municipality is None:
+        return None
+    if not facts.patient_named:
         return None
     ident = msg.patient.national_id if msg.patient else None
     point = int(facts.contact_point.value)  # type: ignore[call-overload]
@@ -193,6 +196,7 @@ def followup_facts(result: MessageDecision) -> FollowupFacts | None:
         anchor=anchor if isinstance(anchor, date) else None,
         anchor_kind=kind,
         windows=tuple((w.point, w.start, w.end) for w in facts.followups),
+        lifecycle=facts.lifecycle or "start",
     )
 
 

@@ -34,6 +34,9 @@ class FollowupFacts:
     anchor_kind: str | None = None
     """``diagnosis`` or ``estimated``."""
     windows: tuple[tuple[int, date, date], ...] = ()
+    lifecycle: str = "start"
+    """``start``, ``follow-up``, ``end`` (closes the patient's open follow-ups) or ``death``
+    (cancels them, and no plan is made for the patient again)."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,14 +98,10 @@ def test_bounded_fuzz_pass_finds_no_crash(tmp_path: Path) -> None:
     )  # fmt: skip
     report = json.loads(done.stdout)
     assert report["inputs_run"] > 50, report
-    ours = [c for c in report["crashes"] if not c["where"].startswith("pathway.py")]
-    assert ours == [], ours
-    if report["crashes"]:
-        pytest.xfail(f"known crash in pathway.py month arithmetic: {report['crashes']}")
+    assert report["crashes"] == [], report["crashes"]
     assert done.returncode == 0
 
 
-@pytest.mark.xfail(reason="pathway.py month arithmetic on a year-9999 date; fixed in pathway.py separately")
 def test_diagnosis_date_in_year_9999_gets_a_draft(tmp_path: Path) -> None:
     from benchmarks.fuzz import Findings, make_target
 

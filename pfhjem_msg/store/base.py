@@ -145,7 +145,8 @@ class Change:
     facts: Facts | None = None
     receipt: Receipt | None = None
     followup: FollowupFacts | None = None
-    """For a routed, marked message: plan an episode (SP1) or close a follow-up (SP2/SP3)."""
+    """For a routed, marked message that names a patient: plan an episode (SP1), close a follow-up
+    (SP2/SP3), or close the patient's open follow-ups (the pathway ends, the patient has died)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,11 @@
 """The follow-up plan in SQLite: episodes and their SP2/SP3 follow-ups, planned and closed in
 the same transaction as the message that causes it, and reminders queued as deliveries of the
-source message (so they are retried, seen and replayed like any delivery)."""
+source message (so they are retried, seen and replayed like any delivery).
+
+A marked message that ends the pathway closes the patient's open follow-ups; one that says the
+patient has died cancels them and is recorded as an episode of kind ``death`` (an episode with
+no follow-ups, removed with its message by retention like any episode). While it exists, no
+plan is made for the patient and no reminder is queued about them."""
 
 from __future__ import annotations
 
@@ -35,10 +40,71 @@ class FollowupQueries(SqliteBase):
 
     def _plan(self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime) -> None:
         """Called from the message's own transaction (``apply``)."""
-        if f.contact_point == 1 and f.windows and f.anchor is not None and f.anchor_kind:
+        if f.lifecycle in ("end", "death"):
+            self._end_pathway(db, message_id, f, now)
+        elif f.contact_point == 1 and f.windows and f.anchor is not None and f.anchor_kind:
             self._start_episode(db, message_id, f, now)
         elif f.contact_point in (2, 3) and f.patient_id:
             self._close_by_message(db, message_id, f, now)
+
+    @staticmethod
+    def _death_of(db: sqlite3.Connection, patient_id: str | None) -> int | None:
+        """The message that told us the patient has died, if any (an operator who discards that
+        message, because it was wrong, lifts it)."""
+        if not patient_id:
+            return None
+        row = db.execute(
+            "SELECT e.source_message_id FROM episodes e JOIN messages m ON m.id = e.source_message_id "
+            "WHERE e.patient_id = ? AND e.anchor_kind = 'death' AND m.state != 'discarded' LIMIT 1",
+            (patient_id,),
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def _end_pathway(self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime) -> None:
+        """The pathway ends, or the patient has died: the patient's open follow-ups close with
+        this message as the reason, and their pending reminders are cancelled."""
+        death = f.lifecycle == "death"
+        if not f.patient_id:
+            self._event(db, message_id, now, "daemon", None, None,
+                        f"{'death' if death else 'end of the pathway'} without a national id: "
+                        "no follow-up can be matched; an operator must close them")  # fmt: skip
+            return
+        if (
+            death
+            and db.execute("SELECT 1 FROM episodes WHERE source_message_id = ?", (message_id,)).fetchone()
+        ):
+            return  # processed before (a replay)
+        rows = db.execute(
+            "SELECT f.id, f.point, e.source_message_id FROM followups f JOIN episodes e ON e.id = f.episode_id "
+            "WHERE e.patient_id = ? AND f.status = 'open' ORDER BY f.id",
+            (f.patient_id,),
+        ).fetchall()
+        closed = []
+        for fid, point, source in rows:
+            status = "done" if not death and point == f.contact_point else "cancelled"
+            note = (
+                f"the patient has died (message {message_id})"
+                if death
+                else f"the pathway ended (message {message_id})"
+            )
+            db.execute("UPDATE followups SET status=?, closed_at=?, closed_by=?, note=? WHERE id=?",
+                       (status, ts(now), f"message {message_id}", note, fid))  # fmt: skip
+            db.execute(
+                "UPDATE deliveries SET status='cancelled', last_error=? WHERE message_id=? AND kind LIKE ? "
+                "AND status IN ('pending', 'failed')",
+                (f"follow-up {status}: {note}", source, f"followup:{fid}:%"),
+            )
+            self._event(db, source, now, "daemon", None, None, f"follow-up {fid} {status}: {note}")
+            closed.append(f"{fid} ({status})")
+        if death:
+            db.execute(
+                "INSERT INTO episodes(patient_id, municipality, anchor, anchor_kind, source_message_id, created_at) "
+                "VALUES (?,?,?,'death',?,?)",
+                (f.patient_id, f.municipality, now.date().isoformat(), message_id, ts(now)),
+            )
+        what = "the patient has died" if death else "the pathway ends"
+        self._event(db, message_id, now, "daemon", None, None,
+                    f"{what}: closes follow-up(s) {', '.join(closed) if closed else 'none open'}")  # fmt: skip
 
     def _start_episode(
         self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime
@@ -46,13 +112,19 @@ class FollowupQueries(SqliteBase):
         assert f.anchor is not None and f.anchor_kind is not None
         if db.execute("SELECT 1 FROM episodes WHERE source_message_id = ?", (message_id,)).fetchone():
             return  # processed before (a replay): the plan exists
+        dead = self._death_of(db, f.patient_id)
+        if dead is not None:
+            self._event(db, message_id, now, "daemon", None, None,
+                        f"no follow-up plan: message {dead} said the patient has died")  # fmt: skip
+            return
         if f.patient_id:
             low, high = (
                 f.anchor - timedelta(days=SAME_EPISODE_DAYS),
                 f.anchor + timedelta(days=SAME_EPISODE_DAYS),
             )
             same = db.execute(
-                "SELECT id, source_message_id FROM episodes WHERE patient_id = ? AND anchor BETWEEN ? AND ?",
+                "SELECT id, source_message_id FROM episodes WHERE patient_id = ? AND anchor_kind != 'death' "
+                "AND anchor BETWEEN ? AND ?",
                 (f.patient_id, low.isoformat(), high.isoformat()),
             ).fetchone()
             if same is not None:
@@ -149,11 +221,20 @@ class FollowupQueries(SqliteBase):
     def add_reminder(self, followup_id: int, phase: Phase, spec: DeliverySpec, now: datetime) -> bool:
         def work(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                "SELECT f.status, f.opened_reminder_at, f.closing_reminder_at, e.source_message_id "
+                "SELECT f.status, f.opened_reminder_at, f.closing_reminder_at, e.source_message_id, e.patient_id "
                 "FROM followups f JOIN episodes e ON e.id = f.episode_id WHERE f.id = ?",
                 (followup_id,),
             ).fetchone()
             if row is None or row[0] != "open":
+                return False
+            dead = self._death_of(db, row[4])
+            if dead is not None:  # never a reminder about a patient we were told has died
+                note = f"the patient has died (message {dead})"
+                db.execute("UPDATE followups SET status='cancelled', closed_at=?, closed_by=?, note=? WHERE id=?",
+                           (ts(now), f"message {dead}", note, followup_id))  # fmt: skip
+                self._event(
+                    db, row[3], now, "daemon", None, None, f"follow-up {followup_id} cancelled: {note}"
+                )
                 return False
             if (phase == "open" and row[1]) or (phase != "open" and row[2]):
                 return False
