@@ -22,10 +22,12 @@ the fake skip when it is absent.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -231,7 +233,10 @@ class FakeService:
         self.injections: list[Injection] = []
         self._routes = self._compile_routes()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
+        self.server.daemon_threads = False
+        self.server.block_on_close = True  # server_close joins every connection's thread
+        self.stopping = threading.Event()
+        self.connections: set[socket.socket] = set()
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         self.token_url = self.base_url + TOKEN_PATH
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
@@ -243,7 +248,15 @@ class FakeService:
         return self
 
     def stop(self) -> None:
+        """Stop serving and end every connection's thread: a thread left behind (a kept-alive
+        connection, a stalled answer) would make later tests in the process see other threads,
+        and code that forks only without them (``validate``'s helpers) would behave otherwise."""
+        self.stopping.set()
         self.server.shutdown()
+        with self.lock:
+            for conn in list(self.connections):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
         self.server.server_close()
 
     def add_inbound(
@@ -320,7 +333,7 @@ class FakeService:
         if found is None:
             return None
         if found.stall:
-            time.sleep(found.stall)
+            self.stopping.wait(found.stall)
         if found.status is None:
             return None
         body = {"error": "injected", "errorCode": 0, "validationErrors": None, "stackTrace": None,
@@ -623,6 +636,17 @@ def _handler(fake: FakeService) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # test output stays quiet
+
+        def setup(self) -> None:
+            super().setup()
+            with fake.lock:
+                fake.connections.add(self.connection)
+
+        def finish(self) -> None:
+            with fake.lock:
+                fake.connections.discard(self.connection)
+            with contextlib.suppress(OSError):
+                super().finish()
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
