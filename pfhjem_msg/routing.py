@@ -146,8 +146,8 @@ def find_gp(msg: Message, registry: GPRegistry | None) -> tuple[GPCandidate | No
                 lines = ", ".join(map(str, answer.conflict_lines))
                 notes.append(
                     f"no GP copy from the GP registry: its lines {lines} give the patient different "
-                    "fastleger; fix the file, then `pfhjem-msg messages replay ID --from-start` if the "
-                    "copy is still wanted"
+                    "fastleger; fix the file, then, if the copy is still wanted, `pfhjem-msg messages "
+                    "replay ID --from-start --force-duplicate` (the case unit gets its copy again too)"
                 )
             else:
                 notes.append("the GP registry has no fastlege for the patient")
@@ -201,7 +201,8 @@ def route(
     gp, notes = find_gp(msg, registry)
     decision.notes.extend(notes)  # the registry's own problems are logged once per load, not here
     if gp is None:
-        decision.notes.append("no GP copy: the patient has no known fastlege; the case unit follows up")
+        if not any(n.startswith("no GP copy") for n in notes):  # a registry conflict said it already
+            decision.notes.append("no GP copy: the patient has no known fastlege; the case unit follows up")
         return decision
     already = _received_original(msg, gp)
     if already:

@@ -68,6 +68,10 @@ def test_a_conflicting_patient_gets_no_gp_copy_and_the_decision_says_why(tmp_pat
     notes = " | ".join(routing["notes"])
     assert "its lines 2, 6 give the patient different fastleger" in notes
     assert "no GP copy" in notes and NATIONAL_ID not in json.dumps(routing, ensure_ascii=False)
+    # one reason, not a second one saying the patient has no fastlege at all
+    assert "no known fastlege" not in notes
+    # the advice is one the replay command accepts for a message that ended done
+    assert "replay ID --from-start --force-duplicate" in notes
 
 
 def _run_once(config: Path) -> list[dict[str, object]]:
