@@ -286,12 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="configuration tools")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     cc = csub.add_parser("check", help="load the configuration and everything it names; report all problems")
-    cc.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    config_option(cc)
     cc.set_defaults(func=cmd_config_check)
     cs = csub.add_parser(
         "show", help="print the effective configuration: defaults filled in, paths resolved, secrets masked"
     )
-    cs.add_argument("--config", metavar="FILE", help="configuration file (default $PFHJEM_MSG_CONFIG)")
+    config_option(cs)
     cs.add_argument("--json", action="store_true", help="one JSON object")
     cs.set_defaults(func=cmd_config_show)
 

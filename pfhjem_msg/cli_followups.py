@@ -4,6 +4,7 @@ follow-ups. Patient data only with ``--show-patient``, which is audited."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -178,11 +179,33 @@ def cmd_export(args: argparse.Namespace, store: OperatorStore) -> int:
         m.name: f"{m.case_unit.name} (HER-id {m.case_unit.her_id or '-'})" for m in settings.municipalities
     }
     items = store.followups(FollowupFilter(municipality(args, store), include_closed=True), _today())
-    Path(args.ics).write_text(ics(items, cli_ops.now(), units), encoding="utf-8", newline="")
+    data = ics(items, cli_ops.now(), units).encode("utf-8")
+    if args.ics == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        _replace(Path(args.ics), data)
     still = sum(f.status == "open" for f in items)
+    summary = sys.stderr if args.ics == "-" else sys.stdout  # stdout may be the calendar itself
     print(f"{args.ics}: {still} open follow-up window(s), {len(items) - still} closed (as cancelled events, "
-          "so a re-import removes them from the calendar)")  # fmt: skip
+          "so a re-import removes them from the calendar)", file=summary)  # fmt: skip
     return 0
+
+
+def _replace(target: Path, data: bytes) -> None:
+    """The whole new calendar or the old one, never half: a calendar server or a coordinator's
+    subscription may read the file while it is being exported again."""
+    temp = target.with_name(f".{target.name}.tmp")
+    try:
+        temp.write_bytes(data)
+        temp.replace(target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise OperatorRefused(
+            f"cannot write the calendar to {target}: {exc.strerror}; give --ics a file in a directory "
+            "that exists and that you may write to, or - for standard output"
+        ) from None
 
 
 ID_HELP = "the follow-up's id (from `followups list`)"
@@ -225,6 +248,7 @@ def add_commands(sub: Any) -> None:
 
     ex = fsub.add_parser("export", help="an iCalendar file of the windows, for a coordinator's calendar")
     config_option(ex)
-    ex.add_argument("--ics", required=True, metavar="FILE", help="write the iCalendar (RFC 5545) file here")
+    ex.add_argument("--ics", required=True, metavar="FILE",
+                    help="write the iCalendar (RFC 5545) file here, replaced whole; - for standard output")  # fmt: skip
     ex.add_argument("--municipality", metavar="M", help=MUNICIPALITY_HELP)
     ex.set_defaults(func=with_store(cmd_export))

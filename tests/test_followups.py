@@ -406,3 +406,23 @@ def test_reminder_by_smtp_reaches_a_real_server_as_a_plain_mail(tmp_path: Path) 
     assert mail["Subject"] == "Pakkeforløp hjem: påminnelse (open), oppfølging 1"
     body = mail.get_content()
     assert "samhandlingspunkt 2" in body and SEED_MSGID in body and NATIONAL_ID not in body
+
+
+def test_ics_export_to_stdout_or_an_unwritable_path(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    world.drop("a.xml", (SAMPLES / SEED).read_text(encoding="utf-8"))
+    world.run()
+    code, out, err = world.cli(capsys, "followups", "export", "--ics", "-")
+    assert code == 0 and out.startswith("BEGIN:VCALENDAR") and out.count("BEGIN:VEVENT") == 2
+    assert "2 open follow-up window(s)" in err and not (world.tmp / "-").exists()
+    missing = world.tmp / "no-such-dir" / "oppfolging.ics"
+    code, out, err = world.cli(capsys, "followups", "export", "--ics", str(missing))
+    assert code == 2 and "Traceback" not in err
+    assert f"cannot write the calendar to {missing}: No such file or directory" in err
+    assert "give --ics a file in a directory that exists" in err and not missing.parent.exists()
+    # a re-export replaces the file whole and leaves no temporary file beside it
+    target = world.tmp / "oppfolging.ics"
+    for _ in range(2):
+        code, _, _ = world.cli(capsys, "followups", "export", "--ics", str(target))
+        assert code == 0
+    assert target.read_bytes().startswith(b"BEGIN:VCALENDAR")
+    assert sorted(p.name for p in world.tmp.glob("*oppfolging*")) == ["oppfolging.ics"]

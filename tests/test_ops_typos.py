@@ -187,7 +187,8 @@ def test_every_command_option_and_argument_has_a_help_line() -> None:
 def test_config_option_says_the_same_default_everywhere_it_has_one() -> None:
     parser = build_parser()
     texts = {}
-    for command in ("run", "explain", "status", "messages list", "followups list", "audit"):
+    for command in ("run", "explain", "status", "messages list", "followups list", "audit", "config check",
+                    "config show"):  # fmt: skip
         sub = parser
         for word in command.split():
             sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
