@@ -25,9 +25,14 @@ def _refuse_payload(_: Any, __: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+_SET_UP: tuple[str, bool] | None = None
+
+
 def configure(level: str = "info", json: bool | None = None, stream: Any = None) -> None:
+    global _SET_UP
     stream = stream or sys.stderr
     as_json = (not stream.isatty()) if json is None else json
+    _SET_UP = (level, as_json) if stream is sys.stderr else None
     renderer: Any = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -46,3 +51,9 @@ def configure(level: str = "info", json: bool | None = None, stream: Any = None)
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def set_up() -> tuple[str, bool] | None:
+    """The level and format this process logs to stderr with, for a spawned worker process to
+    log the same way (a forked one inherits it): the journal then holds one format only."""
+    return _SET_UP

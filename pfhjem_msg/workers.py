@@ -28,10 +28,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
+import structlog
+
 from pfhjem_msg.config import Settings
 from pfhjem_msg.drafting import Crash, Draft, Drafter
 from pfhjem_msg.kith.verdict import Options
+from pfhjem_msg.logs import configure as configure_logs
 from pfhjem_msg.logs import get_logger
+from pfhjem_msg.logs import set_up as logs_set_up
 
 log = get_logger("pfhjem_msg.workers")
 _DRAFTER: Drafter | None = None
@@ -47,9 +51,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _init(settings: Settings, parent: int) -> None:
+def _init(settings: Settings, parent: int, logging: tuple[str, bool] | None = None) -> None:
     global _DRAFTER
     _die_with_parent(parent)
+    if logging is not None and not structlog.is_configured():  # spawned, not forked
+        configure_logs(*logging)
     _DRAFTER = Drafter(settings)
 
 
@@ -89,7 +95,7 @@ class DraftPool:
                 self.workers,
                 mp_context=multiprocessing.get_context(method),
                 initializer=_init,
-                initargs=(self.settings, os.getpid()),
+                initargs=(self.settings, os.getpid(), logs_set_up()),
             )
         return self._pool
 

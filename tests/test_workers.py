@@ -3,8 +3,11 @@ that dies mid-batch costs a fresh (spawned) pool, never a message."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +18,7 @@ from pfhjem_msg.config import load
 from pfhjem_msg.drafting import Draft, Drafter
 from pfhjem_msg.workers import DraftPool, Job
 
-from .conftest import SAMPLES, write_config
+from .conftest import ROOT, SAMPLES, write_config
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes are tested on POSIX")
 
@@ -90,3 +93,35 @@ def test_a_pool_started_beside_other_threads_is_spawned(tmp_path: Path) -> None:
         pool.close()
     assert method == "spawn"
     assert all(isinstance(d, Draft) for d in drafts)
+
+
+SPAWNED_POOL = """
+import sys, threading
+from pathlib import Path
+from pfhjem_msg.config import load
+from pfhjem_msg.logs import configure
+from pfhjem_msg.workers import DraftPool
+configure("info", json=True)
+stop = threading.Event()
+other = threading.Thread(target=stop.wait)
+other.start()  # so the pool is spawned, as after a reload or a worker's crash
+pool = DraftPool(load(Path(sys.argv[1])), workers=2)
+try:
+    pool.ready()
+finally:
+    stop.set()
+    other.join()
+    pool.close()
+"""
+
+
+def test_spawned_workers_log_json_lines_like_the_daemon(tmp_path: Path) -> None:
+    """A spawned worker starts without the daemon's log set-up: unless handed it, it wrote
+    console-style lines into the journal between the daemon's JSON ones."""
+    config = write_config(tmp_path, workers=2)
+    assert load(config).gp_registry is not None  # each worker logs the registry's load
+    proc = subprocess.run([sys.executable, "-c", SPAWNED_POOL, str(config)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, check=True)  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    events = [json.loads(line)["event"] for line in lines]  # every line is JSON
+    assert events.count("gp_registry.loaded") == 2, proc.stderr
