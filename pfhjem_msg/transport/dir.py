@@ -204,7 +204,16 @@ def _flush(directories: Sequence[Path], names: bool = False) -> dict[Path, Deliv
 
 
 def _delivery_error(what: str, exc: OSError) -> DeliveryError:
+    """The delivery error, caused by the OS error, so the log's ``error_class`` names what went
+    wrong underneath (``NotADirectoryError``, ``PermissionError``), not our wrapper."""
     reason = f"{what}: {exc.strerror}"
+    error: DeliveryError
     if exc.errno in PERMANENT:
-        return PermanentDeliveryError(reason + "; fix the directory's permissions or path")
-    return TransientDeliveryError(reason)
+        error = PermanentDeliveryError(
+            reason
+            + "; fix the directory's permissions or path, then `pfhjem-msg messages replay` the message"
+        )
+    else:
+        error = TransientDeliveryError(reason)
+    error.__cause__ = exc
+    return error
