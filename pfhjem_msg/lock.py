@@ -34,7 +34,14 @@ class StoreLock:
     def acquire(cls, state_dir: Path) -> StoreLock:
         """Take the store's lock or raise StoreBusy naming the daemon that holds it."""
         if not state_dir.exists():
-            state_dir.mkdir(mode=0o700, parents=True)  # as the store does: it holds patient data
+            try:
+                state_dir.mkdir(mode=0o700, parents=True)  # as the store does: it holds patient data
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the state directory {state_dir}: {exc.strerror}; create it for the "
+                    f"user the daemon runs as (uid {os.geteuid()}), mode 0700, or correct state_dir "
+                    "(under systemd, StateDirectory= creates it)"
+                ) from None
         path = state_dir / LOCK_NAME
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
