@@ -195,7 +195,7 @@ def _scan_as(uid: int, gid: int, base: Path) -> list[tuple[str, str, int]]:
         out = pipe.read().decode()
     _, code = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(code) == 0, "the scan as an ordinary user failed"
-    return eval(out)  # a repr of tuples of str and int made just above
+    return [(name, reason, size) for name, reason, size in json.loads(out)]
 
 
 def test_unreadable_file_is_refused(tmp_path: Path, inbox: Path, store: SqliteStore) -> None:
