@@ -188,7 +188,9 @@ def _reference_problem(sig: etree._Element) -> str | None:
     uri = refs[0].get("URI")
     if uri != "":
         # The URI is the sender's text and is not quoted: issues never carry values from a message.
-        shown = "nothing named" if uri is None else "one element by id" if uri.startswith("#") else "a resource"
+        shown = (
+            "nothing named" if uri is None else "one element by id" if uri.startswith("#") else "a resource"
+        )
         return f'the signature covers {shown}, not the whole message (URI="" is required)'
     algorithms = [
         t.get("Algorithm") or "" for t in refs[0].iterfind(f"{{{DSIG_NS}}}Transforms/{{{DSIG_NS}}}Transform")
