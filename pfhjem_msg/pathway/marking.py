@@ -131,6 +131,14 @@ class Hit:
     rule: str
 
 
+_ABBREVIATED = ("pakkeforl", "pkf")
+"""«Pakkeforl. hjem», «pkf. hjem», «pkf hjem»: «pakkeforløp» as it is shortened in notes."""
+
+
+def _abbreviated(word: str, low: str, end: int) -> bool:
+    return word == "pkf" or (word == "pakkeforl" and low.startswith(".", end))
+
+
 def find_phrases(low: str, shown: str | None = None) -> Iterator[Hit]:
     """Every «pakkeforløp hjem» in normalised text (``shown``: the same text before lower-casing,
     to tell «hjem» from the surname «Hjem» after a line break)."""
@@ -139,8 +147,8 @@ def find_phrases(low: str, shown: str | None = None) -> Iterator[Hit]:
         end = m.end()
         if _glued(word):
             pass
-        elif is_first_word(word) or (word in ("pakkeforl", "pkf") and (word == "pkf" or low.startswith(".", end))):
-            gap = _GAP.match(low, end + (word in ("pakkeforl", "pkf") and low.startswith(".", end)))
+        elif is_first_word(word) or _abbreviated(word, low, end):
+            gap = _GAP.match(low, end + (word in _ABBREVIATED and low.startswith(".", end)))
             assert gap is not None
             nxt = _WORD.match(low, gap.end())
             if nxt is None or not is_second_word(nxt.group(0)):
