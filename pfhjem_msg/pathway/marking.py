@@ -431,7 +431,9 @@ _NEXT_DECLINE = re.compile(
 )
 
 
-_CONTINUATION = re.compile(r"\s*(?:\w+\s+)?(?:videre|vidare|mer|meir)\s")
+_CONTINUATION = re.compile(
+    r"\s*(?:\w+\s+)?(?:videre|vidare|mer|meir)\s+(?:oppfølging\w*|kontakt|samtale\w*|deltakelse|deltaking)\s"
+)
 """«ønsker ikke videre oppfølging i Pakkeforløp hjem»: the negation is of going on, which says
 the patient is in the pathway (the message is then about its end, not a refusal)."""
 _ACCEPTED_AFTER = re.compile(
