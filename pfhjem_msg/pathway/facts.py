@@ -60,8 +60,10 @@ _YEARS_AFTER = re.compile(
 )
 """«ett år etter diagnose», «ca. 1 år sidan ho fekk diagnosen»: the time of the last point."""
 _ELLIPTIC_CLAUSE = re.compile(r"\s*(?:etter|ved|om|innen|innan|på|i)\s")
+_JOINED_BY = re.compile(r"(?:,\s*|\s)(?:og|så|deretter|derette|etterpå)\s*$")
 """«…, og deretter ny samtale etter 3 mnd (SP2) og etter 12 mnd (SP3)»: a clause of only a time
-phrase after «og» has left its verb out; it is read with the clause it shares that verb with."""
+phrase after «og», «så» or «deretter» has left its verb out; it is read with the clause it shares
+that verb with."""
 _PLAN = re.compile(
     r"(?<!\w)(?:følger\s+opp|følgjer\s+opp|følge\s+opp|følgje\s+opp|følges\s+opp|følgjast\s+opp|skal|vil|skulle"
     r"|bør|planlagt|planlegges|planleggjast|planlagd|neste|innkall\w*|kalles\s+inn|kallast\s+inn|tar\s+kontakt"
@@ -114,12 +116,11 @@ def _mentions(low: str) -> Iterable[tuple[int, int]]:
 def _is_plan(low: str, position: int) -> bool:
     sentence = sentence_of(low, position)
     start, end = clause_bounds(low, sentence, position)
-    if (
-        start > sentence.start
-        and _ELLIPTIC_CLAUSE.match(low, start)
-        and low[max(0, start - 4) : start].strip() == "og"
-    ):
-        start = clause_bounds(low, sentence, max(sentence.start, start - 5))[0]
+    for _ in range(4):  # «…, så etter 3-4 mnd og etter 12-18 mnd»: each time phrase borrows the verb
+        joined = _JOINED_BY.search(low, max(sentence.start, start - 12), start)
+        if start <= sentence.start or not _ELLIPTIC_CLAUSE.match(low, start) or joined is None:
+            break
+        start = clause_bounds(low, sentence, max(sentence.start, joined.start() - 1))[0]
     # A heading «SP2 i Pakkeforløp hjem: …» ends at its colon: what follows is another statement.
     before, after = low.rfind(":", start, position), low.find(":", position, end)
     start, end = (before + 1 if before != -1 else start), (after if after != -1 else end)
@@ -204,7 +205,7 @@ _FOUND = r"(?:påvist|påvise|påvis|verifisert|bekreftet|stadfesta|stadfest|dia
 _DIAGNOSIS_CUE = re.compile(
     r"(?<!\w)(?:diagnosedato(?:en)?|diagnosetidspunkt(?:et)?|dx\s+(?:stilt|satt)|tidspunkt\s+for\s+diagnose\w*"
     r"|dato\s+for\s+(?:\w+\s+)?diagnose\w*|diagnostisert\w*|diagnostisering\w*|diagnostiserte"
-    r"|diagnose\w*\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?(?:endelig\s+|endeleg\s+)?(?:stilt|satt|gitt|gjeve|bekreftet|stadfesta|klar)"
+    r"|diagnose\w*\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?(?:endelig\s+|endeleg\s+)?(?:stilt|satt|sett|gitt|gjeve|bekreftet|stadfesta|klar)"
     r"|(?:stilt|fikk|fekk|fått|fått\s+stilt|hatt|mottok|fikk\s+beskjed\s+om|fekk\s+beskjed\s+om|fikk\s+vite\s+om"
     r"|fekk\s+vite\s+om|informert\s+om|orientert\s+om)\s+(?:\w+\s+){0,2}(?:kreft)?diagnos\w*"
     r"|"
