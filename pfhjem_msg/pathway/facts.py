@@ -319,8 +319,10 @@ _FAMILY = re.compile(
     r"|slekt\w*|hund\w*|katt\w*|far\s*mor|morfar|mormor|farfar|farmor|partner\w*)(?!\w)"
 )
 _SOMEONE_ELSE_AFTER = re.compile(
-    r"\s*(?:i|hos|blant|av|til)\s+(?:\w+\s+){0,2}?(?:nær\s+|naer\s+|nærmeste\s+)?" + _FAMILY.pattern
+    r"\s*(?:i|blant|innen|innan)\s+(?:den\s+)?(?:nær\s+|nære\s+|nærmeste\s+|nærmaste\s+|egen\s+|eiga\s+)?"
+    r"(?:familie\w*|slekt\w*|pårørende|pårørande|nære)(?!\w)"
 )
+"""«dødsfall i nær familie», «… blant de nære»: not the patient («døde hos dottera» is)."""
 _LONG_AGO = re.compile(
     r"(?<!\w)(?:for\s+(?:\d+|ett|eitt|et|eit|to|tre|fire|fem|mange|flere|fleire|noen|nokre)\s+"
     r"(?:år|måneder|månader|mnd)\s+(?:siden|sidan)|i\s+fjor|i\s+fjol|i\s+\d{4})(?!\w)"
