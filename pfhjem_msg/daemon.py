@@ -114,6 +114,9 @@ class Daemon:
         self.edi2: Edi2Intake | None = None
         self._edi2_next = 0.0
         """When (monotonic) the next EDI 2.0 intake round is due."""
+        self._edi2_saved: tuple[object, ...] | None = None
+        """The health last written to the store."""
+        self._edi2_saved_at = 0.0
         if settings.edi2 is not None:
             from pfhjem_msg.edi2.client import Edi2Client
             from pfhjem_msg.edi2.intake import Edi2Intake
@@ -236,8 +239,19 @@ class Daemon:
         self._edi2_next = now + (0 if result.waiting else self.settings.edi2.poll_seconds)
         if result.stored:
             metrics.child(metrics.received, "edi2").inc(result.stored)
-        self.store.edi2_save_health(self.edi2.health, self.clock())
+        self._save_edi2_health(now)
         return result.stored + result.apprecs_posted + result.marked_read
+
+    def _save_edi2_health(self, now: float) -> None:
+        """For ``status`` (another process): written when it changes, and once a minute while
+        it works, not after every round."""
+        assert self.edi2 is not None
+        h = self.edi2.health
+        state = (h.failing_since, h.last_error, h.auth_failing, h.failures)
+        if state == self._edi2_saved and now - self._edi2_saved_at < 60:
+            return
+        self.store.edi2_save_health(h, self.clock())
+        self._edi2_saved, self._edi2_saved_at = state, now
 
     def refresh_metrics(self) -> None:
         now = self.clock()

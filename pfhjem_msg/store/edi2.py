@@ -1,6 +1,10 @@
 """What the daemon needs from the store for the message service ("EDI 2.0"), beyond what
 ``Edi2IntakeStore`` (the exactly-once intake) asks: the service's id of what we sent through
-it, the sent messages whose receiver's AppRec is still to be read, and the intake's health."""
+it, the sent messages whose receiver's AppRec is still to be read, and the intake's health.
+
+Our AppRec for a message that came over EDI 2.0 is a delivery with the destination
+``APPREC_DESTINATION``: the intake posts it (``POST /Messages/{id}/apprec/{herId}``),
+``deliver_due`` never does."""
 
 from __future__ import annotations
 
@@ -9,10 +13,9 @@ from typing import Protocol
 
 from pfhjem_msg.edi2.intake import Edi2Health, Edi2IntakeStore
 from pfhjem_msg.store.base import DeliveryRow, OperatorStore
+from pfhjem_msg.store.sqlite_edi2 import APPREC_DESTINATION
 
-APPREC_DESTINATION = "edi2:apprec"
-"""The destination of our AppRec for a message that came over EDI 2.0: the intake posts it
-(``POST /Messages/{id}/apprec/{herId}``), ``deliver_due`` never does."""
+__all__ = ["APPREC_DESTINATION", "SEND_DESTINATION", "DaemonStore", "Edi2Store"]
 SEND_DESTINATION = "edi2"
 """A document sent with ``POST /Messages`` to the delivery's HER-id."""
 

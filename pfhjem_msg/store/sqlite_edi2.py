@@ -14,16 +14,25 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from pfhjem_msg.edi2.answer import AppRecAnswer
-from pfhjem_msg.edi2.intake import NO_APPREC, Edi2Health, Edi2Record, _NoAppRec
 from pfhjem_msg.store.base import FINAL_STATES, Accepted, DeliveryRow, Edi2IntakeFacts, Edi2Link
 from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, SqliteBase, delivery_row, parse_ts, ts
 
+if TYPE_CHECKING:
+    # Only the daemon's EDI 2.0 intake calls what needs these at run time (imported there):
+    # operator commands open the store without loading the HTTP and JWT libraries.
+    from pfhjem_msg.edi2.answer import AppRecAnswer
+    from pfhjem_msg.edi2.intake import Edi2Health, Edi2Record, _NoAppRec
+
 _UNDECIDED = ("received", "parsed", "classified")
+APPREC_DESTINATION = "edi2:apprec"
+"""The destination of an AppRec the intake posts for its service message (``store.edi2``)."""
 
 
 def _record(r: sqlite3.Row) -> Edi2Record:
+    from pfhjem_msg.edi2.intake import Edi2Record
+
     held = r["held"] if r["state"] == "held" else None  # released by an operator: resumed
     return Edi2Record(r["service_id"], r["message_id"], r["receiver_her"], bool(r["is_apprec"]),
                       bool(r["answers"]), r["apprec"], r["read_at"] is not None, held)  # fmt: skip
@@ -92,13 +101,19 @@ class Edi2Queries(SqliteBase):
         return [_record(r) for r in rows]
 
     def edi2_answer(self, message_id: int) -> AppRecAnswer | _NoAppRec | None:
+        from pfhjem_msg.edi2.answer import AppRecAnswer
+        from pfhjem_msg.edi2.intake import NO_APPREC
+
         rows = self._read("SELECT state, held_from FROM messages WHERE id = ?", (message_id,))
         if not rows:
             return None
         state, held_from = rows[0]
         apprec = self._read(DELIVERY_SELECT + " WHERE d.message_id = ? AND d.kind = 'apprec'", (message_id,))
         if apprec:
-            return AppRecAnswer.from_xml(delivery_row(apprec[0]).payload)
+            d = delivery_row(apprec[0])
+            if d.destination != APPREC_DESTINATION:
+                return NO_APPREC  # the same bytes came first another way, and were answered that way
+            return AppRecAnswer.from_xml(d.payload)
         if state in _UNDECIDED or (state == "held" and held_from is not None):
             return None  # not decided yet, or held by an operator before it was
         if state in FINAL_STATES or state in ("routed", "delivered", "held"):
