@@ -239,6 +239,8 @@ class Daemon:
         self._edi2_next = now + (0 if result.waiting else self.settings.edi2.poll_seconds)
         if result.stored:
             metrics.child(metrics.received, "edi2").inc(result.stored)
+        for message_id, state in result.finished:
+            self.pipeline.log_transition(message_id, state)
         self._save_edi2_health(now)
         return result.stored + result.apprecs_posted + result.marked_read
 

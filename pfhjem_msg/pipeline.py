@@ -240,6 +240,11 @@ class Pipeline:
                            receipt=Receipt(ours.id, q.status, q.errors, hold))  # fmt: skip
         return change
 
+    def log_transition(self, message_id: int, state: str) -> None:
+        """A message another part of the daemon finished (the EDI 2.0 intake, posting its
+        AppRec): logged and counted like those the pipeline finishes."""
+        self._log(message_id, state, None)
+
     def _log(self, message_id: int, state: str, facts: Facts | None) -> None:
         """One log line per transition; an outcome also counts in the metrics."""
         row = self.store.message(message_id) if facts is None or state in OUTCOMES else None

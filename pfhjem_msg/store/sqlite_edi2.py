@@ -126,15 +126,15 @@ class Edi2Queries(SqliteBase):
             (ts(now), service_id),
         ))  # fmt: skip
 
-    def edi2_apprec_posted(self, service_id: str, apprec_service_id: str | None, now: datetime) -> None:
-        def work(db: sqlite3.Connection) -> None:
+    def edi2_apprec_posted(self, service_id: str, apprec_service_id: str | None, now: datetime) -> str | None:
+        def work(db: sqlite3.Connection) -> str | None:
             row = db.execute(
                 "UPDATE edi2_messages SET apprec = 'posted', apprec_service_id = coalesce(?, apprec_service_id), "
                 "updated_at = ? WHERE service_id = ? RETURNING message_id",
                 (apprec_service_id, ts(now), service_id),
             ).fetchone()
             if row is None:
-                return
+                return None
             message_id = int(row[0])
             db.execute(
                 "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = ?, "
@@ -142,9 +142,9 @@ class Edi2Queries(SqliteBase):
                 "WHERE message_id = ? AND kind = 'apprec' AND status = 'pending'",
                 (ts(now), apprec_service_id, message_id),
             )
-            self._finish_if_delivered(db, message_id, now)
+            return self._finish_if_delivered(db, message_id, now)
 
-        self._tx(work)
+        return self._tx(work)
 
     def edi2_read(self, service_id: str, now: datetime) -> None:
         self._tx(lambda db: db.execute(
