@@ -653,6 +653,9 @@ def _handler(fake: FakeService) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            if len(body) < length:  # the client died mid-request (the crash test): nothing arrived
+                self.close_connection = True
+                return
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, extra, answer = fake.handle(self.command, self.path, headers, body)
             data = b"" if answer is None else json.dumps(answer).encode()

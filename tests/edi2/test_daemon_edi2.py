@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lxml import etree
@@ -134,3 +135,44 @@ def test_refused_credentials_show_in_status(tmp_path: Path, fake: FakeService, c
     assert status.returncode == 1
     assert "EDI 2.0 intake failing since" in status.stdout and "credentials" in status.stdout
     assert fake.apprec_posts == [] and fake.reads == []
+
+
+def test_send_via_edi2_answers_spool_messages_through_the_service(
+    tmp_path: Path, fake: FakeService, client_key: ClientKey
+) -> None:
+    config = edi2_config(tmp_path, fake, client_key)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[hub]\n", '[hub]\nsend_via = "edi2"\n'), encoding="utf-8")
+    sample = (SAMPLES / "dlg11-marked-gp-role.xml").read_bytes()
+    (tmp_path / "var" / "inbox" / "one.xml").write_bytes(sample)
+    done = run_once(config)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert fake.problems == [] and fake.apprec_posts == [], (
+        "a spool message's AppRec went to the apprec endpoint"
+    )
+    kinds = sorted(etree.QName(etree.fromstring(m.document)).localname for m in fake.outbound.values())
+    assert kinds == ["AppRec", "MsgHead", "MsgHead"], kinds  # the AppRec, the GP copy, the case-unit copy
+    assert not list((tmp_path / "var" / "outbox").glob("*.xml"))
+
+
+def test_refused_credentials_hold_back_sending_until_they_work(
+    tmp_path: Path, fake: FakeService, client_key: ClientKey
+) -> None:
+    config = edi2_config(tmp_path, fake, client_key, extra="[retry]\nbase_seconds = 1.0\njitter = 0.0\n")
+    fake.add_inbound((SAMPLES / "dlg11-marked-gp-role.xml").read_bytes(), US, HOSPITAL)
+    fake.inject("PostMessage", 403, times=1000)
+    assert run_once(config).returncode == 0
+    assert fake.outbound == {}
+    store = SqliteStore(tmp_path / "var" / "pfhjem-msg.sqlite3")
+    try:
+        waiting = [d for d in store.delivery_info(1) if d.kind != "apprec"]
+        assert waiting and all(
+            d.status == "pending" and "refused our token" in (d.last_error or "") for d in waiting
+        )
+    finally:
+        store.close()
+    with fake.lock:
+        fake.injections.clear()
+    time.sleep(2.5)  # the retry policy's wait after the failed attempts
+    assert run_once(config).returncode == 0
+    assert len(fake.outbound) == 2 and fake.problems == []
