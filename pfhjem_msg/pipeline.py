@@ -34,6 +34,7 @@ from pfhjem_msg.store.base import (
     DeliveryRow,
     DeliverySpec,
     Facts,
+    MessageRow,
     Receipt,
     Transition,
 )
@@ -193,7 +194,8 @@ class Pipeline:
             return change
         row = self.store.message(change.message_id)
         from_edi2 = row is not None and row.source.startswith("edi2:")
-        if not from_edi2 and self.settings.send_via != "edi2":
+        replayed = not from_edi2 and self._replays_edi2(row)
+        if not (from_edi2 or replayed) and self.settings.send_via != "edi2":
             return change
         deliveries = [
             replace(d, destination=APPREC_DESTINATION)
@@ -204,6 +206,17 @@ class Pipeline:
             for d in change.deliveries
         ]
         return replace(change, deliveries=deliveries)
+
+    def _replays_edi2(self, row: MessageRow | None) -> bool:
+        """A replay (as a new message) of one that came over EDI 2.0: answered over it too. It
+        has no service message of its own, so an AppRec it still owes goes with ``POST /Messages``."""
+        for _ in range(10):
+            if row is None or row.replay_of is None:
+                return False
+            if self.store.edi2_links(row.replay_of):
+                return True
+            row = self.store.message(row.replay_of)
+        return False
 
     def _answered(self, draft: Draft, seen: dict[tuple[str, str | None], int], again: bool) -> Change:
         """Answer the draft's questions from the store (and from this batch, not yet committed)."""
