@@ -8,12 +8,9 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from lxml import etree
 
 from pfhjem_msg.store.sqlite import SqliteStore
@@ -24,22 +21,6 @@ from tests.edi2_fake import FakeService
 US = 8300010
 """Fjordvik's case unit HER-id: the receiver the samples name."""
 HOSPITAL = 9200001
-
-
-def until_served() -> None:
-    """Wait (briefly) until the fake has finished with the daemons' connections, so no thread
-    of it outlives the test: some tests need to be alone in the process."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(
-        "process_request_thread" in t.name for t in threading.enumerate()
-    ):
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def fake(fake: FakeService) -> Iterator[FakeService]:
-    yield fake
-    until_served()
 
 
 def edi2_config(tmp_path: Path, fake: FakeService, key: ClientKey, extra: str = "") -> Path:

@@ -16,15 +16,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pfhjem_msg.store.sqlite import SqliteStore
 from tests.conftest import ROOT
 from tests.edi2.conftest import ClientKey
-from tests.edi2.test_daemon_edi2 import HOSPITAL, US, edi2_config, until_served
+from tests.edi2.test_daemon_edi2 import HOSPITAL, US, edi2_config
 from tests.edi2_fake import FakeService
 from tests.test_crash import make_messages, start
 
@@ -32,12 +29,6 @@ MESSAGES = int(os.environ.get("PFHJEM_EDI2_CRASH_MESSAGES", "40"))
 SEED = int(os.environ.get("PFHJEM_EDI2_CRASH_SEED", "20261129"))
 MIN_KILLS = 6
 MAX_KILLS = 40
-
-
-@pytest.fixture
-def fake(fake: FakeService) -> Iterator[FakeService]:
-    yield fake
-    until_served()
 
 
 def settled(fake: FakeService, ids: list[str]) -> bool:
