@@ -176,3 +176,42 @@ def test_refused_credentials_hold_back_sending_until_they_work(
     time.sleep(2.5)  # the retry policy's wait after the failed attempts
     assert run_once(config).returncode == 0
     assert len(fake.outbound) == 2 and fake.problems == []
+
+
+def test_a_replay_of_an_edi2_message_goes_through_the_service_without_a_second_apprec(
+    tmp_path: Path, fake: FakeService, client_key: ClientKey
+) -> None:
+    config = edi2_config(tmp_path, fake, client_key)
+    fake.add_inbound((SAMPLES / "dlg11-marked-gp-role.xml").read_bytes(), US, HOSPITAL)
+    assert run_once(config).returncode == 0
+    sent_before, posts_before = len(fake.outbound), len(fake.apprec_posts)
+    replay = subprocess.run([sys.executable, "-m", "pfhjem_msg", "messages", "replay", "1", "--force-duplicate",
+                             "--reason", "the GP asked again", "--config", str(config)],
+                            capture_output=True, cwd=ROOT, text=True)  # fmt: skip
+    assert replay.returncode == 0, replay.stderr
+    assert run_once(config).returncode == 0
+    assert len(fake.outbound) == sent_before + 2, (
+        "the replay's GP copy and case-unit copy did not go through the service"
+    )
+    assert len(fake.apprec_posts) == posts_before == 1
+    assert not list((tmp_path / "var" / "outbox").glob("*.xml")), (
+        "the replay was answered into the hub outbox"
+    )
+    assert fake.problems == []
+
+
+def test_edi2_configuration_problems_name_their_lines_and_show_hides_the_key(
+    tmp_path: Path, fake: FakeService, client_key: ClientKey
+) -> None:
+    config = edi2_config(tmp_path, fake, client_key)
+    shown = subprocess.run([sys.executable, "-m", "pfhjem_msg", "config", "show", "--config", str(config)],
+                           capture_output=True, cwd=ROOT, text=True)  # fmt: skip
+    assert shown.returncode == 0 and "[intake.edi2]" in shown.stdout
+    assert str(client_key.path) not in shown.stdout and 'private_key = "********"' in shown.stdout
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text[: text.index("[edi2.helseid]")], encoding="utf-8")
+    check = subprocess.run([sys.executable, "-m", "pfhjem_msg", "config", "check", "--config", str(config)],
+                           capture_output=True, cwd=ROOT, text=True)  # fmt: skip
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if x.strip() == "[intake.edi2]")
+    assert check.returncode == 1
+    assert f"config.toml:{line}: intake.edi2: needs [edi2.helseid]" in check.stdout + check.stderr
