@@ -172,6 +172,37 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX refused_open ON refused(acknowledged_at, id);
     """,
+    # 7: EDI 2.0: the service's messages linked to ours (exactly-once intake), the service's id
+    # of what we sent through it, and whether intake from it works (for `status`)
+    """
+    CREATE TABLE edi2_messages (
+        service_id TEXT PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        receiver_her INTEGER NOT NULL,
+        is_apprec INTEGER NOT NULL,
+        answers INTEGER NOT NULL,
+        apprec TEXT NOT NULL DEFAULT 'none',
+        apprec_service_id TEXT,
+        read_at TEXT,
+        held TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX edi2_messages_message ON edi2_messages(message_id);
+    CREATE INDEX edi2_messages_unsettled ON edi2_messages(created_at) WHERE read_at IS NULL;
+    ALTER TABLE deliveries ADD COLUMN service_id TEXT;
+    CREATE INDEX deliveries_awaiting_service_receipt ON deliveries(delivered_at)
+        WHERE service_id IS NOT NULL AND receipt_at IS NULL AND kind != 'apprec';
+    CREATE TABLE edi2_health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_success TEXT,
+        failing_since TEXT,
+        last_error TEXT,
+        auth_failing INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 
