@@ -5,12 +5,14 @@ smtplib, a real SQLite store."""
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import socket
+import ssl
 import time
 from pathlib import Path
 
-from tests.test_smtp_limits import MAIL, _greeting, _refused_metric, serving
+from tests.test_smtp_limits import MAIL, _greeting, _refused_metric, _self_signed, serving
 
 
 def _trickle(sock: socket.socket, line: bytes, every: float, for_seconds: float) -> bool:
@@ -104,3 +106,65 @@ def test_attack_one_data_line_far_over_the_limit_without_a_newline(tmp_path: Pat
             assert code == 552
             assert c.sendmail("hub@x", ["pfhjem@x"], MAIL) == {}
         assert store.counts() == {"received": 1}
+
+
+def test_attack_commands_injected_before_the_starttls_handshake_are_dropped(tmp_path: Path) -> None:
+    """MAIL sent in the same packet as STARTTLS, before the handshake: whoever sits in the
+    path could inject it. It must not count once the connection is encrypted."""
+    cert, key = _self_signed(tmp_path)
+    with serving(tmp_path, tls_cert=cert, tls_key=key) as (port, _):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert _greeting(raw).startswith(b"220")
+        raw.sendall(b"EHLO x\r\n")
+        time.sleep(0.2)
+        raw.recv(4096)
+        raw.sendall(b"STARTTLS\r\nMAIL FROM:<injected@x>\r\n")
+        assert raw.recv(4096).startswith(b"220")
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        with context.wrap_socket(raw) as tls:
+            tls.sendall(b"EHLO x\r\n")
+            assert _reply(tls).startswith(b"250")
+            tls.sendall(b"RCPT TO:<b@x>\r\n")
+            assert _reply(tls).startswith(b"503"), "the injected MAIL was taken"
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """One whole SMTP reply (its last line has a space after the code)."""
+    data = b""
+    while not re.search(rb"(^|\r\n)\d{3} [^\r\n]*\r\n$", data):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """One whole SMTP reply (its last line has a space after the code)."""
+    data = b""
+    while not re.search(rb"(^|\r\n)\d{3} [^\r\n]*\r\n$", data):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_attack_claimed_directory_made_by_another_user_beforehand(tmp_path: Path) -> None:
+    """Whoever writes into the spool makes ``.claimed`` first, to read what the daemon claims."""
+    if os.geteuid() != 0:
+        pytest.skip("making a directory of another user needs root")
+    from pfhjem_msg.intake.spool import Spool
+    from pfhjem_msg.store.sqlite import SqliteStore
+
+    inbox = tmp_path / "inbox"
+    (inbox / ".claimed").mkdir(parents=True)
+    os.chown(inbox / ".claimed", 65534, 65534)
+    (inbox / "m.xml").write_bytes(b"<MsgHead/>")
+    store = SqliteStore(tmp_path / "state" / "s.sqlite3")
+    try:
+        assert Spool(inbox, store, lambda: datetime.now(UTC), 0.0, 10_000).scan() == 0
+    finally:
+        store.close()
+    assert (inbox / "m.xml").exists() and not list((inbox / ".claimed").iterdir())
