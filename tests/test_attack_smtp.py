@@ -138,33 +138,3 @@ def _reply(sock: socket.socket) -> bytes:
             break
         data += chunk
     return data
-
-
-def _reply(sock: socket.socket) -> bytes:
-    """One whole SMTP reply (its last line has a space after the code)."""
-    data = b""
-    while not re.search(rb"(^|\r\n)\d{3} [^\r\n]*\r\n$", data):
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def test_attack_claimed_directory_made_by_another_user_beforehand(tmp_path: Path) -> None:
-    """Whoever writes into the spool makes ``.claimed`` first, to read what the daemon claims."""
-    if os.geteuid() != 0:
-        pytest.skip("making a directory of another user needs root")
-    from pfhjem_msg.intake.spool import Spool
-    from pfhjem_msg.store.sqlite import SqliteStore
-
-    inbox = tmp_path / "inbox"
-    (inbox / ".claimed").mkdir(parents=True)
-    os.chown(inbox / ".claimed", 65534, 65534)
-    (inbox / "m.xml").write_bytes(b"<MsgHead/>")
-    store = SqliteStore(tmp_path / "state" / "s.sqlite3")
-    try:
-        assert Spool(inbox, store, lambda: datetime.now(UTC), 0.0, 10_000).scan() == 0
-    finally:
-        store.close()
-    assert (inbox / "m.xml").exists() and not list((inbox / ".claimed").iterdir())

@@ -94,3 +94,15 @@ def test_attack_hard_link_to_a_file_of_the_daemon_is_stored_but_never_removed_at
     Spool(inbox, store, _now, 0.0, 10_000).scan()
     assert mine.read_bytes() == b"<MsgHead/>"
     assert not (inbox / "linked.xml").exists()
+
+
+def test_attack_claimed_directory_made_by_another_user_beforehand(tmp_path: Path, store: SqliteStore) -> None:
+    """Whoever writes into the spool makes ``.claimed`` first, to read what the daemon claims."""
+    if os.geteuid() != 0:
+        pytest.skip("making a directory of another user needs root")
+    inbox = tmp_path / "inbox"
+    (inbox / ".claimed").mkdir(parents=True)
+    os.chown(inbox / ".claimed", 65534, 65534)
+    (inbox / "m.xml").write_bytes(b"<MsgHead/>")
+    assert Spool(inbox, store, _now, 0.0, 10_000).scan() == 0
+    assert (inbox / "m.xml").exists() and not list((inbox / ".claimed").iterdir())
