@@ -23,11 +23,6 @@ def _store_file(directory: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/sqlite_base.py check_header follows a link (os.stat) and never looks at the owner: "
-    "fix: lstat, refuse a link or a file whose owner is not the daemon's user",
-)
 def test_attack_store_file_replaced_by_a_link_to_a_store_elsewhere(tmp_path: Path) -> None:
     """A complete, valid pfhjem-msg store, but somebody else's, linked in place of ours."""
     theirs = _store_file(tmp_path / "elsewhere")
@@ -40,13 +35,6 @@ def test_attack_store_file_replaced_by_a_link_to_a_store_elsewhere(tmp_path: Pat
         SqliteStore(ours).close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/sqlite_base.py opens the store whatever owns its -wal/-shm (SQLite replays a -wal "
-    "into the store: rows of the planter's choosing); fix: before connecting, refuse a -wal, -shm "
-    "or store file that is a link or not owned by the daemon's user, and refuse a state directory "
-    "that others may write to (today only a warning for one others may read)",
-)
 def test_attack_wal_file_planted_by_another_user(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("making a file of another user needs root")
