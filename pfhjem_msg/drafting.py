@@ -95,6 +95,14 @@ class Drafter:
         )
         if msg.is_apprec:
             assert isinstance(msg.payload, AppRecPayload)
+            refused = sorted({code for i in verdict.issues
+                              if i.severity == "error" and (code := i.apprec_code) and code.startswith("S")})  # fmt: skip
+            if refused:
+                # An AppRec whose signature does not hold (or is missing where one is required)
+                # would otherwise settle what we sent on the word of whoever wrote it.
+                reason = (f"AppRec not taken as a receipt: its signature does not hold ({', '.join(refused)}); "
+                          "check with the sender, then discard it or have it sent again")  # fmt: skip
+                return Draft(replace(change, steps=[parsed, Transition("held", reason)]))
             payload = msg.payload
             question = ReceiptQuestion(
                 payload.original_msg_id,

@@ -101,15 +101,12 @@ def test_attack_unsigned_apprec_when_signatures_are_required_is_flagged(tmp_path
     assert not relaxed.issues
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drafting.py turns every AppRec into a receipt, whatever its verdict's errors: a forged "
-    "unsigned «status 1» settles our GP copy; fix: no receipt when the verdict has errors",
-)
 def test_attack_forged_unsigned_apprec_settles_what_we_sent(tmp_path: Path) -> None:
     draft = drafter(tmp_path, Pki(), require=True).draft((SAMPLES / "apprec11-ok.xml").read_bytes(), 1, now())
     assert isinstance(draft, Draft)
     assert draft.receipt is None
+    held = [t for t in draft.change.steps if t.to_state == "held"]
+    assert held and "S01" in held[0].reason, draft.change.steps
 
 
 # -- variants that held -------------------------------------------------------------------------
