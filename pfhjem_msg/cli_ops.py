@@ -187,6 +187,13 @@ def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
             [f"replayed as {', '.join(map(str, view.replays))}"] if view.replays else []
         )
         print(f"  lineage    {'; '.join(parts)}")
+    for link in view.edi2:
+        state = "held" if link.held else "read" if link.read_at else "unread"
+        apprec = {"none": "no AppRec posted", "intent": "AppRec being posted", "posted": "AppRec posted"}[
+            link.apprec
+        ]
+        print(f"  EDI 2.0    service message {link.service_id} to HER {link.receiver_her}: {apprec}"
+              + (f" ({link.apprec_service_id})" if link.apprec_service_id else "") + f", {state}")  # fmt: skip
     if r.pruned:
         print("  original   deleted by retention")
     print("history:")
@@ -201,6 +208,8 @@ def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
         )
         if d.out_msg_id:
             print(f"            MsgId {d.out_msg_id}")
+        if d.service_id:
+            print(f"            message service id {d.service_id}")
         if d.last_error:
             print(f"            last error: {d.last_error}")
         if d.status == "pending" and d.next_attempt_at:
@@ -333,6 +342,11 @@ def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
     for r in st.refused[:10]:
         size = "" if r.size is None else f", {r.size} bytes"
         print(f"refused:     {r.at.isoformat(timespec='seconds')} {r.name} ({r.reason}{size})")
+    if st.edi2 is not None:
+        e = st.edi2
+        state = (f"FAILING since {e.failing_since.isoformat(timespec='seconds')}"
+                 + (" (credentials refused)" if e.auth_failing else "") if e.failing_since else "working")  # fmt: skip
+        print(f"EDI 2.0:     intake {state}; {e.unsettled} to answer, {e.held} held")
     if st.claimed and (st.claimed.count or st.claimed.error):
         print(f"spool:       {st.claimed.error or f'{st.claimed.count} file(s) in .claimed, not yet stored'}")
     for p in st.problems:

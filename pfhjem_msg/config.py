@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pfhjem_msg.config_lines import key_lines
 from pfhjem_msg.config_problems import ConfigProblems, Problem, problem_at
+from pfhjem_msg.edi2.settings import Edi2Settings, HelseIdSettings
 from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
@@ -51,7 +52,7 @@ class KithSettings:
     """Per sender HER-id: its organisation number and its own signature requirement."""
 
 
-Transport = Literal["dir", "smtp", "hub"]
+Transport = Literal["dir", "smtp", "hub", "edi2"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Destination:
             return f"dir:{self.path}"
         if self.transport == "smtp":
             return f"smtp:{self.address}"
-        return "hub"
+        return self.transport
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,10 @@ class Settings:
     hub_outbox: Path = Path("var/outbox")
     hub_group: str | None = None
     """Unix group of the hub, which may read the outbox (files 0640, directories 0750)."""
+    send_via: Literal["outbox", "edi2"] = "outbox"
+    """How answers to messages from the spool or SMTP are sent (``[hub] send_via``)."""
+    edi2: Edi2Settings | None = None
+    """The message service and its HelseID client; None: EDI 2.0 is not used."""
     gp_registry: Path | None = None
     pathway: MatcherConfig = field(default_factory=MatcherConfig)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
@@ -196,6 +201,8 @@ def effective(path: Path) -> dict[str, Any]:
     password = data["smtp"].get("password")
     if password is not None and not password.startswith(ENV_PREFIX):
         data["smtp"]["password"] = MASK
+    if data.get("edi2"):
+        data["edi2"]["helseid"]["private_key"] = MASK  # not even where the key lies
     return data
 
 
@@ -268,6 +275,8 @@ def _settings(path: Path, f: model.ConfigFile, raw: dict[str, Any], signing: Sig
         municipalities=[_municipality(m) for m in f.municipality],
         hub_outbox=f.hub.outbox,
         hub_group=f.hub.group,
+        send_via=f.hub.send_via,
+        edi2=_edi2(f),
         gp_registry=f.gp_registry.file if f.gp_registry else None,
         pathway=MatcherConfig(tuple(f.pathway.phrases), tuple(f.pathway.negations)),
         intake=IntakeSettings(
@@ -306,6 +315,17 @@ def _settings(path: Path, f: model.ConfigFile, raw: dict[str, Any], signing: Sig
         metrics_refresh_seconds=f.metrics.refresh_seconds,
         raw=raw,
     )
+
+
+def _edi2(f: model.ConfigFile) -> Edi2Settings | None:
+    i, e = f.intake.edi2, f.edi2
+    if i is None or e is None:
+        return None
+    h = e.helseid
+    helseid = HelseIdSettings(h.token_url, h.client_id, h.scope, h.private_key, h.dpop, h.audience,
+                              timeout=i.timeout_seconds)  # fmt: skip
+    return Edi2Settings(i.base_url, tuple(i.her_ids or ()), helseid, i.source_system, i.poll_seconds,
+                        i.timeout_seconds, i.batch)  # fmt: skip
 
 
 def _municipality(m: model.Municipality) -> Municipality:

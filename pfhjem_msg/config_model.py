@@ -34,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pfhjem_msg import __version__
 from pfhjem_msg.config import ENV_PREFIX, default_workers
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
@@ -112,6 +113,13 @@ def _secret(value: str) -> str:
     return value
 
 
+def _url(value: str) -> str:
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("https", "http") or not rest or any(c.isspace() for c in value):
+        raise _problem("url", 'must be an https:// URL, e.g. "https://api.hn-tjener.prod.melding.nhn.no"')
+    return value
+
+
 def _host_port(value: str) -> str:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -131,6 +139,8 @@ Interval = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Secret = Annotated[str, AfterValidator(_secret)]
 Email = Annotated[str, AfterValidator(_address)]
+PositiveHerId = Annotated[int, Field(ge=1)]
+"""A HER-id as the message service takes it: a number (``[intake.edi2] her_ids``)."""
 
 
 class Section(BaseModel):
@@ -203,7 +213,7 @@ class Apprec(Section):
 class Destination(Section):
     name: Text
     her_id: HerId | None = None
-    transport: Literal["dir", "smtp", "hub"] = "dir"
+    transport: Literal["dir", "smtp", "hub", "edi2"] = "dir"
     path: RelPath | None = None
     address: Email | None = None
     group: Text | None = None
@@ -212,8 +222,8 @@ class Destination(Section):
     def _what_the_transport_needs(self) -> Destination:
         if self.transport == "smtp" and self.address is None:
             raise _problem("required", 'is required for transport "smtp"', "address")
-        if self.transport == "hub" and self.her_id is None:
-            raise _problem("required", 'is required for transport "hub"', "her_id")
+        if self.transport in ("hub", "edi2") and self.her_id is None:
+            raise _problem("required", f'is required for transport "{self.transport}"', "her_id")
         return self
 
 
@@ -228,6 +238,8 @@ class Municipality(Section):
 class Hub(Section):
     outbox: RelPath | None = None
     group: Text | None = None
+    send_via: Literal["outbox", "edi2"] = "outbox"
+    """How answers to messages from the spool or SMTP go: the outbox, or the message service."""
 
 
 class GpRegistry(Section):
@@ -259,11 +271,35 @@ class IntakeSmtp(Section):
         return self
 
 
+class IntakeEdi2(Section):
+    base_url: Annotated[str, AfterValidator(_url)]
+    her_ids: list[PositiveHerId] | None = None
+    """None until the whole file is valid: then every HER-id of every municipality."""
+    source_system: Text = f"pfhjem-msg, v{__version__}"
+    poll_seconds: Interval = 10.0
+    timeout_seconds: Interval = 30.0
+    batch: Annotated[int, Field(ge=1, le=100)] = 100
+
+
 class Intake(Section):
     spool: RelPath | None = None
     settle_seconds: Seconds = 1.0
     poll_seconds: Interval = 1.0
     smtp: IntakeSmtp | None = None
+    edi2: IntakeEdi2 | None = None
+
+
+class HelseId(Section):
+    token_url: Annotated[str, AfterValidator(_url)]
+    client_id: Text
+    scope: Text
+    private_key: ExistingFile
+    dpop: bool = True
+    audience: Text | None = None
+
+
+class Edi2(Section):
+    helseid: HelseId
 
 
 class Smtp(Section):
@@ -334,6 +370,7 @@ class ConfigFile(Section):
     retention: Retention = Retention()
     followups: Followups = Followups()
     metrics: Metrics = Metrics()
+    edi2: Edi2 | None = None
 
     @field_validator("municipality")
     @classmethod
@@ -347,8 +384,33 @@ class ConfigFile(Section):
         return municipalities
 
     @model_validator(mode="after")
+    def _edi2_complete(self) -> ConfigFile:
+        """The message service needs both its address ([intake.edi2]) and the HelseID client
+        ([edi2.helseid]), whether for intake or only for sending."""
+        if self.intake.edi2 is not None and self.edi2 is None:
+            raise _problem("required", "needs [edi2.helseid] (the HelseID client): add it", "intake.edi2")
+        if self.intake.edi2 is not None:
+            return self
+        if self.hub.send_via == "edi2":
+            raise _problem("required", "needs [intake.edi2] (the message service's base_url) and "
+                           "[edi2.helseid]: add them", "hub.send_via")  # fmt: skip
+        for i, m in enumerate(self.municipality):
+            for role in ("case_unit", "default", "kreftkoordinator"):
+                d = getattr(m, role)
+                if d is not None and d.transport == "edi2":
+                    raise _problem("required", "needs [intake.edi2] (the message service's base_url) and "
+                                   "[edi2.helseid]: add them", f"municipality.{i}.{role}.transport")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
     def _fill_derived_defaults(self) -> ConfigFile:
         """Defaults that depend on other keys, so what is shown is what runs."""
+        if self.intake.edi2 is not None and self.intake.edi2.her_ids is None:
+            self.intake.edi2.her_ids = [int(h) for m in self.municipality for h in m.her_ids]
+            if not self.intake.edi2.her_ids:
+                raise _problem(
+                    "required", "is required when no [[municipality]] gives HER-ids", "intake.edi2.her_ids"
+                )
         if self.hub.outbox is None:
             self.hub.outbox = self.state_dir / "outbox"
         if self.daemon.workers is None:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pfhjem_msg import metrics, notify
 from pfhjem_msg.config import Settings, load
@@ -34,9 +34,12 @@ from pfhjem_msg.lock import StoreLock
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline, readable_by
 from pfhjem_msg.store import open_store
-from pfhjem_msg.store.base import OperatorStore
+from pfhjem_msg.store.edi2 import DaemonStore
 from pfhjem_msg.transport.dir import gid_of
 from pfhjem_msg.workers import DraftPool
+
+if TYPE_CHECKING:
+    from pfhjem_msg.edi2.intake import Edi2Intake
 
 log = get_logger("pfhjem_msg.daemon")
 
@@ -61,12 +64,13 @@ def listening(key: str, host: str, port: int) -> Iterator[None]:
         ) from None
 
 
-RESTART_ONLY = ("state_dir", "intake.spool", "intake.smtp", "metrics.address")
+RESTART_ONLY = ("state_dir", "intake.spool", "intake.smtp", "metrics.address", "intake.edi2")
 """Settings a reload cannot change: the store, the spool and the listeners stay until a restart."""
 
 
 def _restart_only(settings: Settings) -> tuple[object, ...]:
-    return (settings.state_dir, settings.intake.spool, settings.intake.smtp, settings.metrics_address)
+    return (settings.state_dir, settings.intake.spool, settings.intake.smtp, settings.metrics_address,
+            settings.edi2)  # fmt: skip
 
 
 def group_problems(settings: Settings) -> list[str]:
@@ -103,10 +107,23 @@ class Daemon:
         # The workers start first: forked, they must not inherit the store's open connection.
         drafts = DraftPool(settings, settings.workers)
         drafts.start()
-        self.store: OperatorStore = open_store(settings.state_dir)
+        self.store: DaemonStore = open_store(settings.state_dir)
         self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp, drafts=drafts)
         self._delivery = ThreadPoolExecutor(1, thread_name_prefix="delivery")
         self.spool = self._spool(settings)
+        self.edi2: Edi2Intake | None = None
+        self._edi2_next = 0.0
+        """When (monotonic) the next EDI 2.0 intake round is due."""
+        self._edi2_saved: tuple[object, ...] | None = None
+        """The health last written to the store."""
+        self._edi2_saved_at = 0.0
+        if settings.edi2 is not None:
+            from pfhjem_msg.edi2.client import Edi2Client
+            from pfhjem_msg.edi2.intake import Edi2Intake
+
+            client = Edi2Client(settings.edi2)
+            self.pipeline.edi2 = client
+            self.edi2 = Edi2Intake(client, self.store, clock, settings.retry)
 
     def _spool(self, settings: Settings) -> Spool | None:
         if not settings.intake.spool:
@@ -123,6 +140,8 @@ class Daemon:
         """Finish what is in hand, close the store and free it for the next daemon."""
         self._delivery.shutdown(wait=True)
         self.pipeline.close()
+        if self.pipeline.edi2 is not None:
+            self.pipeline.edi2.close()
         self.store.close()
         self.lock.release()
 
@@ -140,6 +159,7 @@ class Daemon:
                 state_dir=self.settings.state_dir,
                 intake=replace(new.intake, spool=self.settings.intake.spool, smtp=self.settings.intake.smtp),
                 metrics_address=self.settings.metrics_address,
+                edi2=self.settings.edi2,
             )
             drafts = DraftPool(new, new.workers)
             drafts.options()  # the schemas, registry and keys the new settings name load, or this raises
@@ -199,10 +219,41 @@ class Daemon:
         delivering = self._delivery.submit(self.pipeline.deliver_due, 500)
         try:
             work = self.spool.scan(limit=200) if self.spool else 0
+            work += self.edi2_round()
             work += self.pipeline.process_due(limit=200)
         finally:
             delivered = delivering.result()
         return work + delivered
+
+    def edi2_round(self, force: bool = False) -> int:
+        """One EDI 2.0 intake round (list, fetch, store; post the AppRecs decided; mark read)
+        when due: every ``poll_seconds``, and every round while stored messages wait for their
+        decision, so their AppRecs go soon after it. On the pipeline's thread, one round at a
+        time on the daemon's store connection. Returns the work done."""
+        if self.edi2 is None or self.settings.edi2 is None:
+            return 0
+        now = time.monotonic()
+        if not force and now < self._edi2_next:
+            return 0
+        result = self.edi2.round()
+        self._edi2_next = now + (0 if result.waiting else self.settings.edi2.poll_seconds)
+        if result.stored:
+            metrics.child(metrics.received, "edi2").inc(result.stored)
+        for message_id, state in result.finished:
+            self.pipeline.log_transition(message_id, state)
+        self._save_edi2_health(now)
+        return result.stored + result.apprecs_posted + result.marked_read
+
+    def _save_edi2_health(self, now: float) -> None:
+        """For ``status`` (another process): written when it changes, and once a minute while
+        it works, not after every round."""
+        assert self.edi2 is not None
+        h = self.edi2.health
+        state = (h.failing_since, h.last_error, h.auth_failing, h.failures)
+        if state == self._edi2_saved and now - self._edi2_saved_at < 60:
+            return
+        self.store.edi2_save_health(h, self.clock())
+        self._edi2_saved, self._edi2_saved_at = state, now
 
     def refresh_metrics(self) -> None:
         now = self.clock()
@@ -241,19 +292,28 @@ class Daemon:
         return run
 
     def run_once(self) -> int:
+        """Take in → process and flush → settle (EDI 2.0 AppRecs and read marks) → deliver,
+        until nothing is left to do."""
         if self.spool:
             self.spool.wait_until_settled()  # a file copied in just now is taken, not left
-        while self.round():
-            pass
+        self._until_idle()
         if self.pipeline.sweep_followups():
-            while self.round():
-                pass
+            self._until_idle()
+        self.pipeline.poll_edi2_receipts()
         spooled = self.spool.report_once() if self.spool else {}
         counts = self.store.counts()
         log.info("daemon.once_done", **{f"spool_{k}": v for k, v in spooled.items()},
                  **{f"state_{k}": v for k, v in counts.items()})  # fmt: skip
         self.close()
         return 0
+
+    def _until_idle(self) -> None:
+        while True:
+            work = self.round()
+            self.pipeline.flush()
+            work += self.edi2_round(force=True)
+            if not work and not self.pipeline.deliver_due(500):
+                return
 
     async def serve(
         self,
@@ -270,11 +330,15 @@ class Daemon:
         wake = asyncio.Event()
         scheduler = AsyncIOScheduler(event_loop=loop)
         server = None
-        info: dict[str, Any] = {"spool": str(self.settings.intake.spool) if self.spool else None}
+        info: dict[str, Any] = {"spool": str(self.settings.intake.spool) if self.spool else None,
+                                "edi2": self.settings.edi2.base_url if self.settings.edi2 else None}  # fmt: skip
         scheduler.add_job(wake.set, "interval", seconds=max(0.05, self.settings.sweep_seconds), id="sweep")
         scheduler.add_job(
             self._guarded(self.pipeline.flag_overdue_receipts), "interval", minutes=15, id="receipts"
         )
+        if self.edi2 is not None:
+            scheduler.add_job(self._guarded(self.pipeline.poll_edi2_receipts), "interval", minutes=5,
+                              id="edi2_receipts", next_run_time=self.clock())  # fmt: skip
         scheduler.add_job(self._guarded(self.prune), "interval", hours=6, id="retention",
                           next_run_time=self.clock() + timedelta(minutes=1))  # fmt: skip
         scheduler.add_job(self._guarded(self.pipeline.sweep_followups), "interval",

@@ -95,6 +95,14 @@ class Drafter:
         )
         if msg.is_apprec:
             assert isinstance(msg.payload, AppRecPayload)
+            refused = sorted({code for i in verdict.issues
+                              if i.severity == "error" and (code := i.apprec_code) and code.startswith("S")})  # fmt: skip
+            if refused:
+                # An AppRec whose signature does not hold (or is missing where one is required)
+                # would otherwise settle what we sent on the word of whoever wrote it.
+                reason = (f"AppRec not taken as a receipt: its signature does not hold ({', '.join(refused)}); "
+                          "check with the sender, then discard it or have it sent again")  # fmt: skip
+                return Draft(replace(change, steps=[parsed, Transition("held", reason)]))
             payload = msg.payload
             question = ReceiptQuestion(
                 payload.original_msg_id,
@@ -152,7 +160,9 @@ class Drafter:
         out: list[DeliverySpec] = []
         extension = "xml" if raw.lstrip()[:1] in (b"<", b"\xef") else "eml"
         for r in result.routing.recipients:
-            if r.role in ("case_unit", "default"):
+            if r.role in ("case_unit", "default") and r.transport == "edi2" and r.her_id:
+                out.append(self._forward(result, r.role, r.name, r.her_id, message_id, now))
+            elif r.role in ("case_unit", "default"):
                 name = f"{message_id}-{(msg.msg_id or 'unknown')[:64]}.{extension}"
                 out.append(DeliverySpec(r.role, r.transport, name, b"", r.her_id, original=True))
             elif r.role == "gp" and r.her_id and r.office_her_id:
@@ -170,6 +180,21 @@ class Drafter:
                     DeliverySpec("gp_copy", "hub", f"gpcopy-{message_id}-{out_id}.xml", xml, r.her_id, out_id)
                 )
         return out
+
+    def _forward(self, result: MessageDecision, role: str, name: str, her_id: str, message_id: int,
+                 now: datetime) -> DeliverySpec:  # fmt: skip
+        """A unit reached through the message service by its HER-id gets a Dialogmelding
+        forwarded to it, built like the GP copy (the text and the PDF/image attachments): the
+        original names us as its receiver, and the service delivers a document only to the
+        receivers it names."""
+        msg, municipality = result.verdict.message, result.routing.municipality
+        assert msg is not None and municipality is not None
+        receiver = gpcopy.Unit(municipality.name, municipality.her_ids[0], name, her_id)
+        sender = gpcopy.Party(municipality.name, municipality.her_ids[0], municipality.name, None)
+        out_id, xml = gpcopy.build(
+            msg, sender, receiver, now, result.verdict.root, self.settings.kith.signing
+        )
+        return DeliverySpec(role, "edi2", f"{role}-{message_id}-{out_id}.xml", xml, her_id, out_id)
 
 
 def followup_facts(result: MessageDecision) -> FollowupFacts | None:

@@ -24,6 +24,8 @@ from pfhjem_msg.kith.crl import crl_warnings
 from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.store.base import (
     DeliveryInfo,
+    Edi2IntakeFacts,
+    Edi2Link,
     Event,
     MessageFilter,
     MessageRow,
@@ -76,6 +78,8 @@ class MessageView:
     replay_of: int | None
     replays: list[int]
     patient: dict[str, str | None] | None = None
+    edi2: list[Edi2Link] = field(default_factory=list)
+    """The message service messages that brought it."""
 
     def as_dict(self) -> dict[str, Any]:
         r = self.row
@@ -104,6 +108,18 @@ class MessageView:
             ],
             "deliveries": [_delivery_dict(d) for d in self.deliveries],
             "lineage": {"replay_of": self.replay_of, "replays": self.replays},
+            "edi2": [
+                {
+                    "service_id": e.service_id,
+                    "receiver_her": e.receiver_her,
+                    "is_apprec": e.is_apprec,
+                    "apprec": e.apprec,
+                    "apprec_service_id": e.apprec_service_id,
+                    "read_at": _iso(e.read_at),
+                    "held": e.held,
+                }
+                for e in self.edi2
+            ],
         }
         if self.patient is not None:
             out["patient"] = self.patient
@@ -130,6 +146,7 @@ def _delivery_dict(d: DeliveryInfo) -> dict[str, Any]:
         if d.receipt_status is None
         else {"status": d.receipt_status, "errors": d.receipt_errors, "at": _iso(d.receipt_at)},
         "receipt_overdue_since": _iso(d.receipt_overdue_at),
+        "service_id": d.service_id,
     }
 
 
@@ -150,6 +167,7 @@ def show(
         apprec_status(sent.payload) if sent else None,
         replay_of,
         replays,
+        edi2=store.edi2_links(message_id),
     )
     if show_patient:
         view.patient = patient_of(store, row)
@@ -321,6 +339,8 @@ class Status:
     """Spool files refused and not yet acknowledged, newest first."""
     claimed: Claimed | None = None
     """Spool files taken but not yet stored (None: no spool configured)."""
+    edi2: Edi2IntakeFacts | None = None
+    """Intake from the message service (None: it has never run on this store)."""
 
     @property
     def held(self) -> int:
@@ -358,6 +378,17 @@ class Status:
                 "waiting": c.count,
                 "oldest_seconds": None if c.oldest is None else max(0.0, self.now.timestamp() - c.oldest),
                 "error": c.error,
+            },
+            "edi2_intake": None
+            if self.edi2 is None
+            else {
+                "failing": self.edi2.failing_since is not None,
+                "failing_since": _iso(self.edi2.failing_since),
+                "auth_failing": self.edi2.auth_failing,
+                "last_error": self.edi2.last_error,
+                "last_success": _iso(self.edi2.last_success),
+                "held": self.edi2.held,
+                "unsettled": self.edi2.unsettled,
             },
             "needs_operator": bool(self.problems),
             "problems": self.problems,
@@ -402,7 +433,19 @@ def status(
             f"{claimed.count} spool file(s) in .claimed not stored for {waited}: the store cannot take them "
             "(disk full?); the daemon stores them once it can"
         )
-    return Status(facts, now, problems, store.followup_counts(local_date(now)), refused, claimed)
+    edi2 = store.edi2_facts()
+    if edi2 is not None and edi2.failing_since is not None:
+        what = "HelseID or the message service refuses our credentials" if edi2.auth_failing else "it fails"
+        problems.append(
+            f"EDI 2.0 intake failing since {edi2.failing_since.isoformat(timespec='seconds')} ({what}; "
+            f"{edi2.failures} failed round(s)): see the daemon's log (edi2.round_failed)"
+        )
+    if edi2 is not None and edi2.held:
+        problems.append(
+            f"{edi2.held} EDI 2.0 message(s) held: the service refused our AppRec or read mark; "
+            "`pfhjem-msg messages list --state held`"
+        )
+    return Status(facts, now, problems, store.followup_counts(local_date(now)), refused, claimed, edi2)
 
 
 def acknowledge_refused(store: OperatorStore, now: datetime) -> int:

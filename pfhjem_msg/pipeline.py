@@ -19,6 +19,9 @@ from pathlib import Path
 from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
 from pfhjem_msg.drafting import Crash, Draft
+from pfhjem_msg.edi2 import transport as edi2_transport
+from pfhjem_msg.edi2.client import Edi2Client
+from pfhjem_msg.edi2.helseid import Edi2AuthError
 from pfhjem_msg.errors import PermanentDeliveryError, TransientDeliveryError
 from pfhjem_msg.followups import Followup, Phase, due_phase, local_date, reminder_text
 from pfhjem_msg.kith import gpcopy
@@ -31,16 +34,20 @@ from pfhjem_msg.store.base import (
     DeliveryRow,
     DeliverySpec,
     Facts,
-    OperatorStore,
+    MessageRow,
     Receipt,
     Transition,
 )
+from pfhjem_msg.store.edi2 import APPREC_DESTINATION, SEND_DESTINATION, DaemonStore
 from pfhjem_msg.transport import dir as dir_transport
 from pfhjem_msg.transport import smtp as smtp_transport
 from pfhjem_msg.workers import DraftPool, Job
 
 APPREC_DEADLINE = timedelta(hours=96)
-TRANSPORTS = frozenset({"hub", "dir", "smtp"})
+TRANSPORTS = frozenset({"hub", "dir", "smtp", "edi2"})
+RECEIPT_WATCH = timedelta(days=8)
+"""How long the receiver's AppRec for what we sent through the message service is asked for:
+past the 96-hour check, which has flagged it by then."""
 OUTCOMES = frozenset({"done", "rejected", "duplicate", "held", "failed"})
 log = get_logger("pfhjem_msg.pipeline")
 
@@ -59,7 +66,7 @@ class _Batch:
 class Pipeline:
     def __init__(
         self,
-        store: OperatorStore,
+        store: DaemonStore,
         settings: Settings,
         clock: Callable[[], datetime],
         policy: RetryPolicy | None = None,
@@ -76,6 +83,8 @@ class Pipeline:
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not security)
         self.drafts = drafts or DraftPool(settings, workers)
         self._inflight: _Batch | None = None
+        self.edi2: Edi2Client | None = None
+        """The message service's client when EDI 2.0 is configured (set by the daemon)."""
 
     def close(self) -> None:
         """Commit what is being drafted, then stop the workers."""
@@ -175,6 +184,41 @@ class Pipeline:
             self._log(c.message_id, c.steps[-1].to_state, c.facts)
 
     def _conclude(self, draft: Draft, seen: dict[tuple[str, str | None], int], again: bool) -> Change:
+        return self._via_edi2(self._answered(draft, seen, again))
+
+    def _via_edi2(self, change: Change) -> Change:
+        """A message that came over EDI 2.0 is answered over EDI 2.0: its AppRec is posted by
+        the intake for the service message it came in, and what would go to the hub outbox goes
+        with ``POST /Messages``; so does what answers the spool and SMTP with ``send_via = "edi2"``."""
+        if self.settings.edi2 is None or not change.deliveries:
+            return change
+        row = self.store.message(change.message_id)
+        from_edi2 = row is not None and row.source.startswith("edi2:")
+        replayed = not from_edi2 and self._replays_edi2(row)
+        if not (from_edi2 or replayed) and self.settings.send_via != "edi2":
+            return change
+        deliveries = [
+            replace(d, destination=APPREC_DESTINATION)
+            if d.kind == "apprec" and from_edi2
+            else replace(d, destination=SEND_DESTINATION)
+            if d.destination == "hub"
+            else d
+            for d in change.deliveries
+        ]
+        return replace(change, deliveries=deliveries)
+
+    def _replays_edi2(self, row: MessageRow | None) -> bool:
+        """A replay (as a new message) of one that came over EDI 2.0: answered over it too. It
+        has no service message of its own, so an AppRec it still owes goes with ``POST /Messages``."""
+        for _ in range(10):
+            if row is None or row.replay_of is None:
+                return False
+            if self.store.edi2_links(row.replay_of):
+                return True
+            row = self.store.message(row.replay_of)
+        return False
+
+    def _answered(self, draft: Draft, seen: dict[tuple[str, str | None], int], again: bool) -> Change:
         """Answer the draft's questions from the store (and from this batch, not yet committed)."""
         change = draft.change
         if again:
@@ -208,6 +252,11 @@ class Pipeline:
             return replace(change, steps=[*change.steps, Transition("done", reason.replace("  ", " "))],
                            receipt=Receipt(ours.id, q.status, q.errors, hold))  # fmt: skip
         return change
+
+    def log_transition(self, message_id: int, state: str) -> None:
+        """A message another part of the daemon finished (the EDI 2.0 intake, posting its
+        AppRec): logged and counted like those the pipeline finishes."""
+        self._log(message_id, state, None)
 
     def _log(self, message_id: int, state: str, facts: Facts | None) -> None:
         """One log line per transition; an outcome also counts in the metrics."""
@@ -252,9 +301,12 @@ class Pipeline:
                 files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload, group)))
                 continue
             try:
-                if kind != "smtp":
+                if kind == SEND_DESTINATION:
+                    self._send_edi2(d)
+                elif kind == "smtp":
+                    smtp_transport.send_sync(self.smtp, target, d.filename, d.payload, _subject(d))
+                else:
                     raise PermanentDeliveryError(f"unknown transport {kind!r} for delivery {d.id}")
-                smtp_transport.send_sync(self.smtp, target, d.filename, d.payload, _subject(d))
             except (TransientDeliveryError, PermanentDeliveryError) as exc:
                 self._delivery_failed(d, exc)
             else:
@@ -269,6 +321,54 @@ class Pipeline:
             for message_id, state in self.store.delivered(done, self.clock()):
                 self._log(message_id, state, None)
         return len(due)
+
+    def _send_edi2(self, d: DeliveryRow) -> None:
+        """``POST /Messages``; the service's id is kept before the delivery is marked done.
+        Refused credentials are transient here: the document waits until an operator fixes
+        the HelseID client, and is then sent."""
+        if self.edi2 is None:
+            raise PermanentDeliveryError(
+                f"delivery {d.id} is for the message service, but [intake.edi2] and [edi2.helseid] are not "
+                "configured; configure them and `pfhjem-msg messages replay` the message"
+            )
+        try:
+            service_id = edi2_transport.send(self.edi2, d.payload, d.her_id)
+        except Edi2AuthError as exc:
+            raise TransientDeliveryError(str(exc)) from exc
+        self.store.edi2_sent(d.id, service_id, self.clock())
+        log.info("delivery.edi2_sent", delivery_id=d.id, message_id=d.message_id, kind=d.kind, service_id=service_id,
+                 her_id=d.her_id)  # fmt: skip
+
+    def poll_edi2_receipts(self, limit: int = 200) -> int:
+        """Read the receivers' AppRecs for what we sent through the message service into the
+        same receipts (and the same 96-hour check) as AppRecs that come back through the hub.
+        Returns how many came."""
+        if self.edi2 is None:
+            return 0
+        now = self.clock()
+        found = 0
+        for d, service_id in self.store.edi2_awaiting_receipts(now - RECEIPT_WATCH, limit):
+            if d.her_id is None:
+                continue
+            try:
+                got = edi2_transport.receipt(self.edi2, service_id, d.her_id)
+            except (Edi2AuthError, TransientDeliveryError) as exc:
+                log.warning("receipt.edi2_unavailable", delivery_id=d.id, error_class=type(exc).__name__)
+                return found  # the service is not answering: the next poll asks again
+            except PermanentDeliveryError as exc:
+                log.warning("receipt.edi2_refused", delivery_id=d.id, service_id=service_id,
+                            error_class=type(exc).__name__)  # fmt: skip
+                continue
+            if got is None:
+                continue
+            status, errors = got
+            hold = None
+            if status != "1" and d.kind == "gp_copy":
+                hold = f"the GP copy (MsgId {d.out_msg_id}) was rejected by its receiver: status {status} {errors}"
+            self.store.record_receipt(d.id, status, errors, self.clock(), hold)
+            found += 1
+            log.info("receipt.edi2", delivery_id=d.id, message_id=d.message_id, status=status, errors=errors)
+        return found
 
     def _delivery_failed(self, d: DeliveryRow, exc: TransientDeliveryError | PermanentDeliveryError) -> None:
         now = self.clock()
@@ -324,7 +424,7 @@ class Pipeline:
         kind = f"followup:{f.id}:{phase}"
         name = f"reminder-{f.id}-sp{f.point}-{phase}"
         text = reminder_text(f, phase, "pfhjem-msg")
-        if to.transport != "hub":
+        if to.transport not in ("hub", SEND_DESTINATION):
             return DeliverySpec(kind, to.describe(), f"{name}.txt", text.encode("utf-8"), to.her_id)
         raw = self.store.raw(f.source_message_id)
         original = examine(raw, f"message {f.source_message_id}", self.drafts.options()).message
@@ -332,7 +432,12 @@ class Pipeline:
         receiver = gpcopy.Unit(m.name, m.her_ids[0], to.name, to.her_id)
         out_id, xml = gpcopy.build_dialog(sender, receiver, original.patient if original else None, text, now,
                                           signing=self.settings.kith.signing)  # fmt: skip
-        return DeliverySpec(kind, "hub", f"{name}-{out_id}.xml", xml, to.her_id, out_id)
+        via = (
+            SEND_DESTINATION
+            if to.transport == SEND_DESTINATION or self.settings.send_via == "edi2"
+            else "hub"
+        )
+        return DeliverySpec(kind, via, f"{name}-{out_id}.xml", xml, to.her_id, out_id)
 
     def flag_overdue_receipts(self) -> int:
         """GP copies with no AppRec after 96 hours: an event each, once, for an operator."""

@@ -168,6 +168,10 @@ def test_store_made_before_the_application_id_is_adopted(tmp_path: Path) -> None
     raw.execute("PRAGMA application_id=0")
     raw.execute("PRAGMA user_version=5")  # as the version before refused files were recorded
     raw.execute("DROP TABLE refused")
+    raw.execute("DROP TABLE edi2_messages")  # and what migration 7 made
+    raw.execute("DROP TABLE edi2_health")
+    raw.execute("DROP INDEX deliveries_awaiting_service_receipt")
+    raw.execute("ALTER TABLE deliveries DROP COLUMN service_id")
     raw.close()
     store = SqliteStore(db)
     assert store.counts() == {"received": 3}

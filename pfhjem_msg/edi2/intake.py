@@ -98,8 +98,9 @@ class Edi2IntakeStore(Protocol):
 
     def edi2_apprec_intent(self, service_id: str, now: datetime) -> None: ...
 
-    def edi2_apprec_posted(self, service_id: str, apprec_service_id: str | None, now: datetime) -> None:
-        """The AppRec is at the service (``apprec_service_id``: its id there, when known)."""
+    def edi2_apprec_posted(self, service_id: str, apprec_service_id: str | None, now: datetime) -> str | None:
+        """The AppRec is at the service (``apprec_service_id``: its id there, when known).
+        Returns the message's final state when this finished it (its last delivery), else None."""
 
     def edi2_read(self, service_id: str, now: datetime) -> None: ...
 
@@ -127,6 +128,8 @@ class RoundResult:
     held: int = 0
     waiting: int = 0
     """Stored and not decided yet."""
+    finished: list[tuple[int, str]] = field(default_factory=list)
+    """(message id, final state) of messages that posting their AppRec finished."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -222,16 +225,21 @@ class Edi2Intake:
         if not isinstance(answer, AppRecAnswer):
             return True
         if rec.apprec == "intent" and self._posted_before(rec):
-            self.store.edi2_apprec_posted(rec.service_id, None, self.clock())
+            self._finished(rec, self.store.edi2_apprec_posted(rec.service_id, None, self.clock()), result)
             log.info("edi2.apprec_found_posted", message_id=rec.message_id, service_id=rec.service_id)
             return True
         self.store.edi2_apprec_intent(rec.service_id, self.clock())
         apprec_id = self.client.post_apprec(rec.service_id, rec.receiver_her, answer)
-        self.store.edi2_apprec_posted(rec.service_id, apprec_id, self.clock())
+        self._finished(rec, self.store.edi2_apprec_posted(rec.service_id, apprec_id, self.clock()), result)
         result.apprecs_posted += 1
         log.info("edi2.apprec_posted", message_id=rec.message_id, service_id=rec.service_id,
                  status=answer.status, errors=" ".join(c for c, _ in answer.errors))  # fmt: skip
         return True
+
+    @staticmethod
+    def _finished(rec: Edi2Record, state: str | None, result: RoundResult) -> None:
+        if state is not None:
+            result.finished.append((rec.message_id, state))
 
     def _posted_before(self, rec: Edi2Record) -> bool:
         """After an interrupted POST: does the service have our AppRec for this message?"""

@@ -7,8 +7,12 @@ starving the rest of the daemon (the spool, the deliveries, well-behaved clients
 - at most ``max_connections`` at once: one more is told ``421`` and closed at once, so idle
   sockets cannot use up the process's file descriptors;
 - a client outside ``allow`` is told ``554`` and closed before it may say anything;
-- ``idle_timeout_seconds`` without a byte from the client closes the connection (also in the
-  middle of DATA; a transfer that keeps sending is not cut off);
+- ``idle_timeout_seconds`` without a line from the client closes the connection (also in the
+  middle of DATA);
+- a connection must store a message (or leave) within ``PROGRESS_FACTOR`` idle timeouts, a
+  time that each DATA chunk extends by its size at ``MIN_DATA_RATE``: a client that trickles a
+  line every few seconds (a slow-loris) cannot hold a slot for ever, while a large transfer
+  that keeps up a modest rate is never cut off;
 - DATA streams into a nameless temporary file in the state directory, not into memory, and
   stops being written at ``max_message_bytes`` (``552`` once the client has finished); only
   the one thread that stores messages holds a message in memory, one at a time;
@@ -41,6 +45,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CHATTER_LIMITS = {"NOOP": 20, "HELP": 10, "VRFY": 10, "EXPN": 10, "*": 100_000}
 """Commands per connection: keep-alive chatter cannot hold a connection for ever; a hub may
 still send many messages over one connection."""
+PROGRESS_FACTOR = 10
+"""Idle timeouts a connection may spend without storing a message (300 s by default)."""
+MIN_DATA_RATE = 1024
+"""Bytes per second of DATA that earn more time: a 64 MiB message may take 18 hours."""
 
 
 def _peer(session: Session) -> str:
@@ -122,6 +130,25 @@ class LimitedSMTP(SMTP):
         self.temp_dir = temp_dir
         self._counted = False
         self._turned_away = False
+        self._deadline: float | None = None
+        """Loop time by which this connection must have stored a message (see the module)."""
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """The idle timer, never later than the progress deadline."""
+        now = self.loop.time()
+        if self._deadline is None:
+            self._deadline = now + self._timeout_duration * PROGRESS_FACTOR
+        left = min(duration or self._timeout_duration, self._deadline - now)
+        super()._reset_timeout(max(left, 0.001))
+
+    def _timeout_cb(self) -> None:
+        if self._deadline is not None and self.loop.time() >= self._deadline and self.transport is not None:
+            metrics.child(metrics.smtp_refused, "too_slow").inc()
+            log.warning("smtp.too_slow", peer=_peer(self.session) if self.session else "?",
+                        seconds=self._timeout_duration * PROGRESS_FACTOR)  # fmt: skip
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(b"421 4.4.2 Too slow: no message stored in time; closing\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is None and not self._counted:  # not the STARTTLS upgrade
@@ -177,6 +204,8 @@ class LimitedSMTP(SMTP):
                 handler: StoringHandler = self.event_handler
                 status = await handler.store_file(self.session, spool)
         self.envelope = self._create_envelope()
+        if status.startswith("250"):  # progress: the next message gets its own time
+            self._deadline = self.loop.time() + self._timeout_duration * PROGRESS_FACTOR
         await self.push(status)
 
     async def _receive(self, out: IO[bytes]) -> int:
@@ -193,6 +222,8 @@ class LimitedSMTP(SMTP):
                 chunk = await self._reader.readexactly(exc.consumed)
             except asyncio.IncompleteReadError as exc:
                 raise ConnectionResetError("the client went away during DATA") from exc
+            if self._deadline is not None:
+                self._deadline += len(chunk) / MIN_DATA_RATE
             self._reset_timeout()
             if line_start:
                 if chunk == b".\r\n":

@@ -84,6 +84,11 @@ class Spool:
         self.settle = settle_seconds
         self.max_bytes = max_bytes
         directory.mkdir(parents=True, exist_ok=True)
+        self._resolved = directory.resolve()
+        """Where the configured spool leads at start. Scans open this path without following a
+        link at its end: whoever writes into the spool and may also write beside it could
+        otherwise swap it for a link to the state directory, and the daemon would claim, store
+        and delete the store itself."""
         self.last_intake: datetime | None = None
         self.taken = 0
         """Files stored since the start (for ``run --once``'s summary)."""
@@ -96,9 +101,11 @@ class Spool:
         """Store what is waiting (claimed leftovers first), refuse what may not be taken;
         return how many files were handled."""
         try:
-            spool = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            spool = os.open(self._resolved, DIR_FLAGS)
         except OSError as exc:
-            self._error("spool.unreadable", f"cannot open the spool {self.directory}: {exc.strerror}")
+            what = "has become a symbolic link since the start" if exc.errno == errno.ELOOP else exc.strerror
+            self._error("spool.unreadable", f"cannot open the spool {self.directory}: {what}; "
+                        "put the directory back, or restart the daemon if the change is meant")  # fmt: skip
             return 0
         try:
             claimed = self._own_dir(spool, CLAIMED)

@@ -107,13 +107,14 @@ class Unit:
 def build(
     msg: Message,
     sender: Party,
-    gp: GPAddress,
+    gp: GPAddress | Unit,
     now: datetime,
     original_root: etree._Element | None = None,
     signing: SigningKey | None = None,
     msg_id: str | None = None,
 ) -> tuple[str, bytes]:
-    """(MsgId, XML bytes) of the GP copy."""
+    """(MsgId, XML bytes) of the GP copy; addressed to a ``Unit``, the forwarded copy a case
+    unit gets through the message service (the original is addressed to us, not to it)."""
     sent = msg.msg_type.value if msg.msg_type else "melding"
     origin = msg.sender.organisation_name if msg.sender and msg.sender.organisation_name else "sykehuset"
     header = f"Videresendt fra {sender.organisation}: {sent} fra {origin} (MsgId {msg.msg_id}).\n\n"

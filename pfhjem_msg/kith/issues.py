@@ -85,6 +85,16 @@ def capped(issues: list[Issue], most: int, what: str = "issues") -> list[Issue]:
 
 
 _CODE_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,39}$")
+ID_LIKE = re.compile(r"\d{11}")
+"""A run of 11 digits anywhere, shaped like a national id: never shown, also inside a longer
+code or name (``14835841481X`` is as telling as the id alone)."""
+
+
+def shown_code(value: str) -> str:
+    """A code from the message as logs, the store's history and listings may carry it: as
+    itself when it is code-shaped, else a placeholder (the message type field is the sender's
+    text, and has been seen to hold a national id or a name)."""
+    return value if _CODE_SHAPE.match(value) and not ID_LIKE.search(value) else "(not a code)"
 
 
 def code_text(value: str | None) -> str:
@@ -95,6 +105,6 @@ def code_text(value: str | None) -> str:
         return "(empty)"
     if not _CODE_SHAPE.match(value):
         return "(not shown: not a code)"
-    if value.isdigit() and len(value) == 11:
+    if ID_LIKE.search(value):
         return "(not shown: 11 digits)"
     return repr(value)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from lxml import etree
 
-from pfhjem_msg.kith.issues import Issue, error
+from pfhjem_msg.kith.issues import ID_LIKE, Issue, error
 
 KITH_NS_PREFIX = "http://www.kith.no/xmlstds/"
 KITH_ROOTS = frozenset({"MsgHead", "Message", "AppRec"})
@@ -289,17 +289,18 @@ _NS_PART = re.compile(r"\{[^}]*\}")
 
 def path_of(el: etree._Element, stop: etree._Element | None = None) -> str:
     """An XPath-like path of local names from ``stop`` (default: the document root) down to
-    ``el``, with [n] where siblings share a name."""
+    ``el``, with [n] where siblings share a name. Element names are the sender's text: a run
+    of 11 digits in one (shaped like a national id) is not shown."""
     tree = el.getroottree()
     top = stop if stop is not None else tree.getroot()
     if el is top:
-        return "/" + local(el)
+        return ID_LIKE.sub("(11 digits)", "/" + local(el))
     full = tree.getelementpath(el)
     if top is not tree.getroot():
         prefix = tree.getelementpath(top) + "/"
         if full.startswith(prefix):
             full = full[len(prefix) :]
-    return "/" + local(top) + "/" + _NS_PART.sub("", full)
+    return ID_LIKE.sub("(11 digits)", "/" + local(top) + "/" + _NS_PART.sub("", full))
 
 
 class Where:

@@ -21,7 +21,7 @@ from pathlib import Path
 from lxml import etree
 
 from pfhjem_msg.errors import ConfigError
-from pfhjem_msg.kith.issues import TRUNCATED, Issue, error
+from pfhjem_msg.kith.issues import ID_LIKE, TRUNCATED, Issue, error
 from pfhjem_msg.kith.parse import path_of
 
 
@@ -151,7 +151,7 @@ def _name(raw: str | None) -> str | None:
     if raw is None:
         return None
     bare = _NS_IN_MESSAGE.sub("", raw)
-    return bare if _NAME.match(bare) else "(unnamed)"
+    return bare if _NAME.match(bare) and not ID_LIKE.search(bare) else "(unnamed)"
 
 
 def describe(type_name: str, message: str) -> str:

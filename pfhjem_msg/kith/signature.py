@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 # carry none, and the daemon's worker processes start faster without them.
 
 DSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+MAX_BACKDATE = timedelta(days=14)
+"""How far before now a message's GenDate may move the moment its certificate is judged at.
+GenDate is the signer's own claim: without a bound, whoever holds the key of a certificate
+that expired years ago (and has since dropped off its CA's CRL) signs today with an old
+GenDate. Two weeks covers a hub's retries and a long weekend's backlog."""
 SignatureStatus = Literal["absent", "valid", "invalid"]
 
 
@@ -106,7 +111,7 @@ def verify(
 
     ``valid`` means: one signature over the whole message as read (nothing outside it that
     the product could act on), made with the key of a certificate valid at the message's time
-    (``message_time``, GenDate, never later than ``now``); with trust anchors, a certificate
+    (``message_time``, GenDate, never later than ``now`` nor more than ``MAX_BACKDATE`` before it); with trust anchors, a certificate
     issued through real CAs by one of them; with a CRL directory, not revoked."""
     sigs = [c for c in kith_root if c.tag == f"{{{DSIG_NS}}}Signature"]
     if not sigs:
@@ -133,7 +138,7 @@ def verify(
         return SignatureResult("invalid", "the signature carries no X.509 certificate", "S01")
     cert = _leaf(carried)
     current = now or datetime.now(UTC)
-    moment = min(message_time, current) if message_time is not None else current
+    moment = max(min(message_time, current), current - MAX_BACKDATE) if message_time is not None else current
     if not (cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc):
         return SignatureResult(
             "invalid",
@@ -141,6 +146,9 @@ def verify(
             f"time {moment.isoformat(timespec='seconds')}",
             "S02",
         )
+    weak_key = _key_problem(cert)
+    if weak_key is not None:
+        return SignatureResult("invalid", weak_key, "S02")
     checked = _verify_value(kith_root, sig, cert, moment)
     if checked is not None:
         return SignatureResult("invalid", checked, "S01")
@@ -188,7 +196,9 @@ def _reference_problem(sig: etree._Element) -> str | None:
     uri = refs[0].get("URI")
     if uri != "":
         # The URI is the sender's text and is not quoted: issues never carry values from a message.
-        shown = "nothing named" if uri is None else "one element by id" if uri.startswith("#") else "a resource"
+        shown = (
+            "nothing named" if uri is None else "one element by id" if uri.startswith("#") else "a resource"
+        )
         return f'the signature covers {shown}, not the whole message (URI="" is required)'
     algorithms = [
         t.get("Algorithm") or "" for t in refs[0].iterfind(f"{{{DSIG_NS}}}Transforms/{{{DSIG_NS}}}Transform")
@@ -214,6 +224,26 @@ def _unsigned_text_problem(kith_root: etree._Element, sig: etree._Element) -> st
         left = before.tail if before is not None else node.getparent().text
         if (left and left.strip()) or (node.tail and node.tail.strip()):
             return "a comment or processing instruction inside a text value is not covered by the signature"
+    return None
+
+
+MIN_RSA_BITS = 2048
+
+
+def _key_problem(cert: x509.Certificate) -> str | None:
+    """A signing key anyone with some computing power could forge with is no signature: RSA
+    under 2048 bits, elliptic curves under 256, DSA. The path check holds the CAs to this,
+    not the leaf."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+
+    key = cert.public_key()
+    what = f"the signing {certpath.describe(cert)}"
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return f"{what} has an RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 256:
+        return f"{what} has an elliptic-curve key of {key.curve.key_size} bits; at least 256 are required"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"{what} has a DSA key; RSA or an elliptic-curve key is required"
     return None
 
 

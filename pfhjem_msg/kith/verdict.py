@@ -19,7 +19,7 @@ from pfhjem_msg.kith.apprec import read_apprec
 from pfhjem_msg.kith.envelope import Transport, unwrap
 from pfhjem_msg.kith.epikrise import VERSIONS as EPIKRISE_VERSIONS
 from pfhjem_msg.kith.epikrise import read_epikrise
-from pfhjem_msg.kith.issues import Issue, capped, error, has_errors, warning
+from pfhjem_msg.kith.issues import Issue, capped, error, has_errors, shown_code, warning
 from pfhjem_msg.kith.model import Message, Standard
 from pfhjem_msg.kith.parse import Limits, find_kith_root, local, namespace, parse_xml, too_large
 from pfhjem_msg.kith.schemas import SchemaSet, load_schema_set
@@ -67,7 +67,9 @@ class Verdict:
 
     @property
     def msg_type(self) -> str | None:
-        return self.message.msg_type.value if self.message and self.message.msg_type else None
+        """The type code as shown everywhere outside the message (never the sender's raw text:
+        see ``shown_code``); decisions read ``message.msg_type`` itself."""
+        return shown_code(self.message.msg_type.value) if self.message and self.message.msg_type else None
 
     @property
     def msg_id(self) -> str | None:
@@ -212,14 +214,25 @@ def _check_signature(verdict: Verdict, kith_root: etree._Element, msg: Message |
             error("SIGNATURE_INVALID", result.reason or "invalid signature", apprec_code=result.apprec_code)
         )
         return
-    if msg is None or msg.is_apprec:
-        return  # no AppRec answers an AppRec; what is unreadable is already refused
+    if msg is None:
+        return  # what is unreadable is already refused
     sender = msg.sender.her_ids if msg.sender else []
     trust = next((opts.senders[h] for h in reversed(sender) if h in opts.senders), None)
-    required = (
-        trust.require_signature if trust and trust.require_signature is not None else opts.require_signature
-    )
-    who = f"sender HER-id {sender[-1]}" if sender else "a sender without HER-id"
+    required = _required(sender, opts)
+    if msg.is_apprec:
+        # No AppRec answers an AppRec, but an unsigned one must not settle what we sent
+        # when its sender must sign: a forged «status 1» would stop the wait for a receipt.
+        if result.status == "absent" and required:
+            verdict.issues.append(
+                error(
+                    "SIGNATURE_MISSING",
+                    f"the AppRec is not signed, and messages from {_who(sender)} must be "
+                    "([kith] require_signature); it settles nothing we sent",
+                    apprec_code="S01",
+                )
+            )
+        return
+    who = _who(sender)
     if result.status == "absent":
         if required:
             verdict.issues.append(
@@ -254,6 +267,21 @@ def _check_signature(verdict: Verdict, kith_root: etree._Element, msg: Message |
     verdict.issues.extend(warning("CRL_STALE", w) for w in result.warnings)
     if result.weak_algorithm:
         verdict.issues.append(warning("SIGNATURE_SHA1", "the signature uses SHA-1, which is outdated"))
+
+
+def _who(sender: list[str]) -> str:
+    return f"sender HER-id {sender[-1]}" if sender else "a sender without HER-id"
+
+
+def _required(sender: list[str], opts: Options) -> bool:
+    """Whether the sender must sign. Any level of the sender (organisation, department, person)
+    whose operator setting requires a signature requires it: the levels are the sender's own
+    words, so an exempt HER-id added below a hospital that must sign must not exempt the
+    message. Otherwise the lowest level with a setting decides, else ``[kith] require_signature``."""
+    settings = [opts.senders[h].require_signature for h in reversed(sender) if h in opts.senders]
+    if any(s is True for s in settings):
+        return True
+    return next((s for s in settings if s is not None), opts.require_signature)
 
 
 def _message_time(msg: Message | None) -> datetime | None:

@@ -45,7 +45,7 @@ _NUMBER = {"1": 1, "2": 2, "3": 3, "i": 1, "ii": 2, "iii": 3, "en": 1, "ein": 1,
 _ORDINAL = {"første": 1, "fyrste": 1, "andre": 2, "annet": 2, "anna": 2, "tredje": 3, "siste": 3}
 _POINT_WORD = r"samhandlings?\s?-?(?:punkt(?:et|a|er|ene)?|pkt\.?)|samh\.?\s?punkt|samhandlingspkt\.?"
 _POINT = re.compile(
-    r"(?<!\w)(?:(?:" + _POINT_WORD + r")\s*(?:nr\.?\s*)?(?P<n>[123]|iii|ii|i|en|ein|én|to|tre)(?!\w)"
+    r"(?<!\w)(?:(?:" + _POINT_WORD + r")\s*:?\s*(?:nr\.?\s*)?(?P<n>[123]|iii|ii|i|en|ein|én|to|tre)(?!\w)"
     r"(?:\s*(?:og|\+|,|/|-|–)\s*(?P<n2>[123])(?!\w))?"
     r"|sp\s?-?\s?(?P<sp>[123])(?![\w.,]\d)"
     r"|(?:det\s+|den\s+)?(?P<ord>første|fyrste|andre|tredje|siste)\s+(?:" + _POINT_WORD + r"))"
@@ -54,6 +54,16 @@ _MONTHS_AFTER = re.compile(
     r"(?<![\w.])(?P<lo>\d{1,2})(?:\s*(?:-|–|til)\s*(?P<hi>\d{1,2}))?\s*(?:måneder|månader|månedar|mnd\.?|md\.?)"
     r"(?P<tail>[^.;\n]{0,40})"
 )
+_YEARS_AFTER = re.compile(
+    r"(?<!\w)(?:ett|eitt|et|eit|1|halvannet|halvanna|1,5)\s+år\s+(?:etter|sidan|siden|fra|frå)\s+(?:at\s+)?"
+    r"(?:\w+\s+){0,3}?(?:\w*diagnos|påvis)"
+)
+"""«ett år etter diagnose», «ca. 1 år sidan ho fekk diagnosen»: the time of the last point."""
+_ELLIPTIC_CLAUSE = re.compile(r"\s*(?:etter|ved|om|innen|innan|på|i)\s")
+_JOINED_BY = re.compile(r"(?:,\s*|\s)(?:og|så|deretter|derette|etterpå)\s*$")
+"""«…, og deretter ny samtale etter 3 mnd (SP2) og etter 12 mnd (SP3)»: a clause of only a time
+phrase after «og», «så» or «deretter» has left its verb out; it is read with the clause it shares
+that verb with."""
 _PLAN = re.compile(
     r"(?<!\w)(?:følger\s+opp|følgjer\s+opp|følge\s+opp|følgje\s+opp|følges\s+opp|følgjast\s+opp|skal|vil|skulle"
     r"|bør|planlagt|planlegges|planleggjast|planlagd|neste|innkall\w*|kalles\s+inn|kallast\s+inn|tar\s+kontakt"
@@ -62,7 +72,7 @@ _PLAN = re.compile(
     r"|senere|om\s+\d|om\s+ca|om\s+cirka|om\s+omlag|innen|innan|ny\s+kartlegging|nytt\s+møte|ny\s+samtale"
     r"|gjennomføres\s+om|aktuelt\s+ved|tilbud\s+om|tilbod\s+om|vil\s+bli|blir\s+kontaktet|kommunen\s+tar"
     r"|innebærer|inneber|består\s+av|omfatter|omfattar|tilbys|tilbydast|får\s+tilbud|får\s+tilbod|informert\s+om"
-    r"|orientert\s+om|forklart|kommer|kjem|kontaktes|kontaktast|varsles|varslast|innkalles|kalles|følges)(?!\w)"
+    r"|orientert\s+om|forklart|kommer|kjem|kontaktes|kontaktast|varsles|varslast|innkalles|kalles|følges|deretter|derette|etterpå)(?!\w)"
 )
 _DONE = re.compile(
     r"(?<!\w)(?:gjennomført|gjennomførte|gjennomførd|utført|utførte|avholdt|fant\s+sted|rapport|referat"
@@ -85,7 +95,7 @@ def _mentions(low: str) -> Iterable[tuple[int, int]]:
         tail = m.group("tail")
         before = low[max(0, m.start() - 40) : m.start()]
         after_diagnosis = re.search(
-            r"\b(?:etter|sidan|siden|fra|frå)\s+(?:\w+\s+){0,2}(?:diagnos|kreftdiagnos|påvis)", tail
+            r"\b(?:etter|sidan|siden|fra|frå)\s+(?:\w+\s+){0,3}(?:diagnos|kreftdiagnos|påvis)", tail
         )
         assessment = re.search(
             r"(?:kartlegging|samtale|oppfølging|kontakt)\w*[^.;\n]*\b(?:etter|ved)\s*$", before
@@ -98,11 +108,19 @@ def _mentions(low: str) -> Iterable[tuple[int, int]]:
             yield m.start(), 2
         elif 9 <= lo <= 24:
             yield m.start(), 3
+    if " år " in low:
+        for m in _YEARS_AFTER.finditer(low):
+            yield m.start(), 3
 
 
 def _is_plan(low: str, position: int) -> bool:
     sentence = sentence_of(low, position)
     start, end = clause_bounds(low, sentence, position)
+    for _ in range(4):  # «…, så etter 3-4 mnd og etter 12-18 mnd»: each time phrase borrows the verb
+        joined = _JOINED_BY.search(low, max(sentence.start, start - 12), start)
+        if start <= sentence.start or not _ELLIPTIC_CLAUSE.match(low, start) or joined is None:
+            break
+        start = clause_bounds(low, sentence, max(sentence.start, joined.start() - 1))[0]
     # A heading «SP2 i Pakkeforløp hjem: …» ends at its colon: what follows is another statement.
     before, after = low.rfind(":", start, position), low.find(":", position, end)
     start, end = (before + 1 if before != -1 else start), (after if after != -1 else end)
@@ -122,6 +140,7 @@ def contact_point(texts: Iterable[tuple[object, str]]) -> Found:
             and "punkt" not in low
             and "mnd" not in low
             and "måne" not in low
+            and " år " not in low
         ):
             continue
         for position, point in sorted(itertools.islice(_mentions(low), MAX_READ)):
@@ -186,17 +205,17 @@ _FOUND = r"(?:påvist|påvise|påvis|verifisert|bekreftet|stadfesta|stadfest|dia
 _DIAGNOSIS_CUE = re.compile(
     r"(?<!\w)(?:diagnosedato(?:en)?|diagnosetidspunkt(?:et)?|dx\s+(?:stilt|satt)|tidspunkt\s+for\s+diagnose\w*"
     r"|dato\s+for\s+(?:\w+\s+)?diagnose\w*|diagnostisert\w*|diagnostisering\w*|diagnostiserte"
-    r"|diagnose\w*\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?(?:endelig\s+|endeleg\s+)?(?:stilt|satt|gitt|gjeve|bekreftet|stadfesta|klar)"
-    r"|(?:stilt|fikk|fekk|fått|fått\s+stilt|mottok|fikk\s+beskjed\s+om|fekk\s+beskjed\s+om|fikk\s+vite\s+om"
+    r"|diagnose\w*\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?(?:endelig\s+|endeleg\s+)?(?:stilt|satt|sett|gitt|gjeve|bekreftet|stadfesta|klar)"
+    r"|(?:stilt|fikk|fekk|fått|fått\s+stilt|hatt|mottok|fikk\s+beskjed\s+om|fekk\s+beskjed\s+om|fikk\s+vite\s+om"
     r"|fekk\s+vite\s+om|informert\s+om|orientert\s+om)\s+(?:\w+\s+){0,2}(?:kreft)?diagnos\w*"
     r"|"
     + _DISEASE
-    + r"\s+(?:\w+\s+){0,2}"
+    + r"\s+(?:\w+\s+){0,2}(?:(?:ble|blei|vart|vert|er|var|blir)\s+)?"
     + _FOUND
-    + r"|(?:påvist|påviste|oppdaget|fant|fann)\s+(?:\w+\s+){0,2}"
+    + r"|(?:påvist|påviste|oppdaget|fant|fann|bekreftet|bekrefta|stadfesta|stadfestet|viste|verifiserte)\s+(?:\w+\s+){0,2}"
     + _DISEASE
     + r"|histologisk\s+(?:\w+\s+)?(?:verifisert|bekreftet|påvist)|biopsi\w*\s+(?:\w+\s+){0,2}(?:viste|bekreftet|påviste)"
-    r"|diagnose)(?!\w)"
+    r"|(?:kreft|hoved|cancer)diagnose[nr]?|diagnose|dx)(?!\w)"
 )
 _OTHER_DATE_CUE = re.compile(
     r"(?<!\w)(?:innlagt|innlagd|innleggelse\w*|innlegging\w*|innkomst|utskrevet|utskriven|utskrive|utskriving\w*"
@@ -205,11 +224,11 @@ _OTHER_DATE_CUE = re.compile(
     r"|fødselsdato|behandlingsstart|behandling\w*|cellegift\w*|kjemoterapi\w*|stråle\w*|strålebehandling\w*"
     r"|oppstart|start\w*|henvist|henvisning\w*|tilvising\w*|mottatt|dødsdato|døde|døydde|sendt|poliklinisk\w*"
     r"|vurdert|vurdering|avtalt|planlagt|innkalt|innkalling\w*"
-    r"|biopsi\w*\s+(?:tatt|tekne|teken)|tatt|møte\w*)(?!\w)"
+    r"|biopsi\w*\s+(?:tatt|tekne|teken)|tatt|møte\w*|utredet|utreda|utredning\w*|utgreidd|utgreiing\w*)(?!\w)"
 )
 
 
-_DATE_HINT = re.compile(r"diagnos|påvis|verifis|bekreft|oppdag|funne|stadfest|fant|fann|dx")
+_DATE_HINT = re.compile(r"diagnos|påvis|verifis|bekreft|oppdag|funne|stadfest|fant|fann|dx|viste")
 
 
 def _plausible(day: date, message_day: date | None) -> bool:
@@ -254,12 +273,32 @@ def _diagnosis_cue_for(low: str, start: int, end: int) -> str | None:
         if not _OTHER_DATE_CUE.search(between) and len(between.split()) <= 8:
             return cue.group(0)
     after = low[end:c_end]
+    # A cue names the nearest date: what stands before an earlier date is that date's.
+    recent = before[-25:]
+    earlier = list(DATE.finditer(recent))
+    if earlier:
+        recent = recent[earlier[-1].end() :]
     cue_after = _DIAGNOSIS_CUE.search(after)
     if cue_after and len(after[: cue_after.start()].split()) <= 5:
         between = after[: cue_after.start()]
-        if not _OTHER_DATE_CUE.search(between) and not _OTHER_DATE_CUE.search(before[-25:]):
+        lead = _OWN_DATE.match(after, cue_after.end())
+        owned = DATE.match(after, lead.end()) if lead else None
+        if not _OTHER_DATE_CUE.search(between) and not _OTHER_DATE_CUE.search(recent) and owned is None:
             return cue_after.group(0)
+    confirms = _CONFIRMS.match(low, c_end) if c_end < sentence.end and not after.strip() else None
+    if confirms and not _OTHER_DATE_CUE.search(recent):
+        return confirms.group("cue")
     return None
+
+
+_OWN_DATE = re.compile(r"[\s:]*(?:(?:den|er|var|ble|vart)\s+)?")
+"""«…, diagnose klar 25.08.2026»: a cue followed by its own date is not an earlier date's."""
+_CONFIRMS = re.compile(
+    r"\s*,?\s*og\s+(?:\w+\s+)?(?P<cue>(?:bekreftet|bekrefta|viste|påviste|stadfesta|stadfestet|verifiserte)\s+"
+    r"(?:\w+\s+){0,2}?" + _DISEASE + r")"
+)
+"""«svar kom 09.09.2026 og bekreftet kreft»: the answer's date is the diagnosis, told by the
+verb the date's clause shares its subject with."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +317,15 @@ _FAMILY = re.compile(
     r"|kone|kona|sønn|sønnen|son|sonen|datter|dattera|datteren|dotter|dottera|foreldre\w*|besteforeld\w*"
     r"|bestemor\w*|bestefar\w*|onkel\w*|tante\w*|samboer\w*|sambuar\w*|venn\w*|pårørende|pårørande|familie\w*"
     r"|slekt\w*|hund\w*|katt\w*|far\s*mor|morfar|mormor|farfar|farmor|partner\w*)(?!\w)"
+)
+_SOMEONE_ELSE_AFTER = re.compile(
+    r"\s*(?:i|blant|innen|innan)\s+(?:den\s+)?(?:nær\s+|nære\s+|nærmeste\s+|nærmaste\s+|egen\s+|eiga\s+)?"
+    r"(?:familie\w*|slekt\w*|pårørende|pårørande|nære)(?!\w)"
+)
+"""«dødsfall i nær familie», «… blant de nære»: not the patient («døde hos dottera» is)."""
+_LONG_AGO = re.compile(
+    r"(?<!\w)(?:for\s+(?:\d+|ett|eitt|et|eit|to|tre|fire|fem|mange|flere|fleire|noen|nokre)\s+"
+    r"(?:år|måneder|månader|mnd)\s+(?:siden|sidan)|i\s+fjor|i\s+fjol|i\s+\d{4})(?!\w)"
 )
 _HYPOTHETICAL = re.compile(
     r"(?<!\w)(?:dersom|hvis|viss|frykt\w*|redd\w*|angst|tanker|snakk\w*|samtale\w*)(?!\w)"
@@ -310,6 +358,8 @@ def _death_in(low: str) -> bool:
             continue  # someone else died, or it is a question
         if _HYPOTHETICAL.search(low[start : m.start()]):
             continue
+        if _SOMEONE_ELSE_AFTER.match(low, m.end(), _end) or _LONG_AGO.search(low, m.end(), _end):
+            continue  # «dødsfall i nær familie», «… for to år sidan»: not this patient, not now
         if re.search(r"(?<!\w)(?:ikke|ikkje)\s+(?:\w+\s+){0,1}$", low[start : m.start()]):
             continue
         return True

@@ -3,7 +3,8 @@ the sender negates it.
 
 The pathway's two words are matched word by word, each within one edit (a typo, a lost or
 doubled letter, two letters swapped), after the repairs in ``text``: «Pakkforløp»,
-«Pakkeforlöp», «Pakkeforloep», «Pakkeforløphjem» and «Pakkeforløpet heim» are the marking.
+«Pakkeforlöp», «Pakkeforloep», «Pakkeforløphjem» and «Pakkeforløpet heim» are the marking, and
+so is the clinicians' abbreviation «pkf.»/«pkf» for «pakkeforløp» («inkl. i pkf. hjem»).
 The second word must follow the first on the same line, with only spaces or dashes between;
 across a line break only when the full name goes on («… for pasienter med kreft») or the
 second word is written in lower case, so «pakkeforløp\\nHjem, Kari» (a surname) is not. A
@@ -91,7 +92,7 @@ def _glued(word: str) -> bool:
 
 MAX_HITS = 20
 """Markings read per text, at most: the first un-negated one is what counts."""
-_CANDIDATE = re.compile(r"(?<![^\W\d_])[^\W\d_]*?(?:pakk|forl)[^\W\d_]*")
+_CANDIDATE = re.compile(r"(?<![^\W\d_])[^\W\d_]*?(?:pakk|forl)[^\W\d_]*|(?<!\w)pkf(?!\w)")
 _WORD = re.compile(r"[^\W\d_]+")
 _GAP = re.compile(r"[ \t\-\u2010-\u2015_/:]*(\n[\s\-\u2010-\u2015]*)?")
 _NAME_GOES_ON = re.compile(
@@ -130,6 +131,14 @@ class Hit:
     rule: str
 
 
+_ABBREVIATED = ("pakkeforl", "pkf")
+"""«Pakkeforl. hjem», «pkf. hjem», «pkf hjem»: «pakkeforløp» as it is shortened in notes."""
+
+
+def _abbreviated(word: str, low: str, end: int) -> bool:
+    return word == "pkf" or (word == "pakkeforl" and low.startswith(".", end))
+
+
 def find_phrases(low: str, shown: str | None = None) -> Iterator[Hit]:
     """Every «pakkeforløp hjem» in normalised text (``shown``: the same text before lower-casing,
     to tell «hjem» from the surname «Hjem» after a line break)."""
@@ -138,8 +147,8 @@ def find_phrases(low: str, shown: str | None = None) -> Iterator[Hit]:
         end = m.end()
         if _glued(word):
             pass
-        elif is_first_word(word) or (word == "pakkeforl" and low.startswith(".", end)):
-            gap = _GAP.match(low, end + (word == "pakkeforl"))
+        elif is_first_word(word) or _abbreviated(word, low, end):
+            gap = _GAP.match(low, end + (word in _ABBREVIATED and low.startswith(".", end)))
             assert gap is not None
             nxt = _WORD.match(low, gap.end())
             if nxt is None or not is_second_word(nxt.group(0)):
@@ -192,8 +201,10 @@ _DECLINE = (
     "ikke inkludert", "ikkje inkludert", "ikke ønsket", "ikkje ønskt", "trakk seg", "trekt seg",
     "ikke relevant", "ikkje relevant", "ikke tilbudt", "ikkje tilbode", "ikke påbegynt", "ikke igangsatt",
     "ikkje sett i gang", "ikke gjennomført", "ikkje gjennomført", "ikke startet opp", "ikkje starta opp",
+    "ikke rel", "ikkje rel", "ikke akt", "ikkje akt",
 )  # fmt: skip
-"""Cues in a «men» clause or a comma value right after the phrase: the offer declined."""
+"""Cues in a «men» clause or a comma value right after the phrase: the offer declined (also
+abbreviated: «ikke rel.», «ikke akt.»)."""
 
 _NEAR_ONLY = frozenset({"uten", "utan", "ingen", "inga", "nei"})
 _RELATIVE = re.compile(r"\b(?:som|der|dersom|hvis|viss)\s+(?:\w+\s+){0,2}$")
@@ -271,7 +282,7 @@ class Matcher:
         """Every non-overlapping marking in one piece of text."""
         low = clean(raw)
         hits: list[Hit] = []
-        if "pakk" in low or "forl" in low:
+        if "pakk" in low or "forl" in low or "pkf" in low:
             shown = clean_cased(raw) if "\n" in low or " til " in low or " fr" in low else None
             hits = list(itertools.islice(find_phrases(low, shown), MAX_HITS))
         for name, rx in self.local:
@@ -319,6 +330,8 @@ class Matcher:
                 not relative
                 and (cue.group(0) not in _NEAR_ONLY or words_between <= 4)
                 and words_between <= 14
+                and not _CONTINUATION.match(between)
+                and not _ACCEPTED_AFTER.match(low, end, sentence.end)
             ):
                 return cue.group(0), _mask(low[start - len(pre) : min(c_end, end)].strip())
         post = low[end:c_end]
@@ -326,9 +339,13 @@ class Matcher:
         if field:
             # «Pakkeforløp hjem: Ikke aktuelt» / «… – Nei»: a field's value negates only when it
             # is the negation itself; «…: Ønsker ikke kontakt nå» is a statement of its own.
-            value = self.decline.search(post.split(",")[0], field.end())
+            value = self.decline.search(post.split(",")[0], field.end()) or _ELLIPTIC_DECLINE.match(
+                post, field.end()
+            )
             if value:
-                return value.group(0), _mask(low[start : end + value.end()].strip())
+                return value.group("cue") if value.re is _ELLIPTIC_DECLINE else value.group(0), _mask(
+                    low[start : end + value.end()].strip()
+                )
         else:
             stop = _STOP_AFTER.search(post)
             own = post[: stop.start()] if stop else post
@@ -413,6 +430,25 @@ _NEXT_DECLINE = re.compile(
     r"(?:\s+(?:nå|no|i dag|foreløpig))?\s*(?=[,.;!\n]|$)"
 )
 
+
+_CONTINUATION = re.compile(
+    r"\s*(?:\w+\s+)?(?:videre|vidare|mer|meir)\s+(?:oppfølging\w*|kontakt|samtale\w*|deltakelse|deltaking)\s"
+)
+"""«ønsker ikke videre oppfølging i Pakkeforløp hjem»: the negation is of going on, which says
+the patient is in the pathway (the message is then about its end, not a refusal)."""
+_ACCEPTED_AFTER = re.compile(
+    r"[^.;\n]*?,?\s(?:men|mens)\s+(?:\w+\s+){0,2}(?:ønsket|ønsker|ønskte|ønskjer|ville|vil)\s+(?:likevel\s+|gjerne\s+)?"
+    r"(?:å\s+)?(?:delta|være\s+med|vere\s+med)|[^.;\n]*?,?\s(?:men|mens)\s+(?:\w+\s+){0,2}(?:takket|takka|takker|takkar)"
+    r"\s+ja|[^.;\n]*?,?\s(?:men|mens)\s+(?:\w+\s+){0,2}(?:samtykket|samtykka|samtykker|samtykkjer)"
+)
+"""«ikke X …, men ønsket å delta»: the «men» clause says yes to the pathway, so the negation
+before the phrase was about something else (being told of it, knowing of it)."""
+_ELLIPTIC_DECLINE = re.compile(
+    r"(?:\w+\.?\s+){0,2}?(?P<cue>(?:vil|ønsker|ønskjer|ønsket|ønskte|orker|orkar)\s+(?:ikke|ikkje))"
+    r"(?:\s+(?:det|dette|nå|no|foreløpig|førebels|i\s+dag))*\s*(?=[.;!\n]|$)"
+)
+"""A field value that is a refusal with its object left out: «Pakkeforløp hjem: Pasienten vil
+ikke.» — the object is the field's name. «…: Ønsker ikke kontakt nå» has its own object."""
 
 _PARENTHESIS = re.compile(
     r"^\s*(?:etter|i|på|ved|under|grunnet|pga|på grunn av|som|jf|iflg|ifølge|trass|tross|også|dessverre"

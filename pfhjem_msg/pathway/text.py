@@ -1,7 +1,8 @@
 """What every pathway rule reads: a sender's free text, repaired and with quoted earlier
 messages removed, cut into clauses.
 
-Repairs, in order: mojibake (UTF-8 read as Latin-1 or Windows-1252, once or twice), Unicode
+Repairs, in order: character references left as text by double escaping («Pakkeforl&oslash;p»,
+«&#248;»), mojibake (UTF-8 read as Latin-1 or Windows-1252, up to three times), Unicode
 NFKC (full-width letters, ligatures, no-break spaces), invisible characters inside words (soft
 hyphen, zero-width space and joiners, BOM), the replacement character and a «?» inside a word
 (most often a lost «ø»), and «pakke-forløp»/«pakke forløp» written as two words. Case is
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import html
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -56,9 +58,10 @@ def _redecode(match: re.Match[str]) -> str:
 
 
 def repair_mojibake(text: str) -> str:
-    """UTF-8 that was decoded as Latin-1 (or Windows-1252) once or twice, decoded right. Only
+    """UTF-8 that was decoded as Latin-1 (or Windows-1252) up to three times (each system on the
+    way can do it once), decoded right. Only
     runs that decode as valid UTF-8 change, so a correctly written «ø» or «å» stays."""
-    for _ in range(2):
+    for _ in range(3):
         if not _MOJIBAKE_HINT.search(text):
             break
         text = _MOJIBAKE_RUN.sub(_redecode, text)
@@ -68,6 +71,8 @@ def repair_mojibake(text: str) -> str:
 def repaired(text: str) -> str:
     """The repairs of this module, case kept; one kind of space, line breaks kept. Each repair
     is tried only when a cheap test says it may apply: most text needs none."""
+    if "&" in text and ";" in text:
+        text = _REFERENCE.sub(_unreference, text)
     if "\u00c3" in text or "\u00c2" in text or "\u00c5" in text:
         text = repair_mojibake(text)
     if not text.isascii():
@@ -86,6 +91,15 @@ def repaired(text: str) -> str:
     if ("-" in text or "\u2010" in text or "\u2011" in text) and ("akk" in text or "AKK" in text):
         text = _HYPHENATED.sub(_join_hyphenated, text)
     return text
+
+
+_REFERENCE = re.compile(r"&(?:#[0-9]{2,5}|#[xX][0-9a-fA-F]{2,4}|[a-zA-Z]{2,8});")
+"""A character reference the sender's system escaped twice, so it reached us as text."""
+
+
+def _unreference(m: re.Match[str]) -> str:
+    ch = html.unescape(m.group(0))
+    return m.group(0) if ch == m.group(0) or len(ch) != 1 or not ch.isprintable() else ch
 
 
 def _join_hyphenated(m: re.Match[str]) -> str:

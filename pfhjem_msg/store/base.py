@@ -182,6 +182,8 @@ class DeliveryInfo:
     receipt_errors: str | None
     receipt_at: datetime | None
     receipt_overdue_at: datetime | None
+    service_id: str | None = None
+    """The message service's id for it, when it went through EDI 2.0."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,35 @@ class StatusFacts:
     deliveries_waiting: int
     oldest_waiting_since: datetime | None
     receipts_overdue: int
+
+
+@dataclass(frozen=True)
+class Edi2Link:
+    """A message service message that brought one of ours (``messages show``)."""
+
+    service_id: str
+    receiver_her: int
+    is_apprec: bool
+    apprec: str
+    """``none``, ``intent`` (being posted) or ``posted``."""
+    apprec_service_id: str | None
+    read_at: datetime | None
+    held: str | None
+
+
+@dataclass(frozen=True)
+class Edi2IntakeFacts:
+    """Whether intake from the message service works, as the daemon last recorded it (``status``)."""
+
+    last_success: datetime | None
+    failing_since: datetime | None
+    last_error: str | None
+    auth_failing: bool
+    failures: int
+    held: int
+    """Service messages held for an operator (the service refused the AppRec or the read mark)."""
+    unsettled: int
+    """Service messages stored and not yet answered and marked read."""
 
 
 RefusedReason = Literal["symlink", "not_regular", "too_large", "unreadable"]
@@ -388,3 +419,9 @@ class OperatorStore(Store, FollowupStore, Protocol):
 
     def prune(self, payload_before: datetime, metadata_before: datetime | None, now: datetime,
               dry_run: bool = False) -> PruneResult: ...  # fmt: skip
+
+    def edi2_links(self, message_id: int) -> list[Edi2Link]:
+        """The message service messages that brought this message (none: it came another way)."""
+
+    def edi2_facts(self) -> Edi2IntakeFacts | None:
+        """None when intake from the message service has never run on this store."""

@@ -23,13 +23,14 @@ from pfhjem_msg.store.base import (
     Transition,
 )
 from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, ts
+from pfhjem_msg.store.sqlite_edi2 import APPREC_DESTINATION, Edi2Queries
 from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
 
 PROCESSING_STATES = ("received", "parsed", "classified")
 
 
-class SqliteStore(OperatorQueries, FollowupQueries):
+class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
     # -- intake ------------------------------------------------------------------------------
 
     def accept(self, raw: bytes, source: str, now: datetime) -> Accepted:
@@ -234,11 +235,11 @@ class SqliteStore(OperatorQueries, FollowupQueries):
     def due_deliveries(self, now: datetime, limit: int) -> list[DeliveryRow]:
         rows = self._read(
             DELIVERY_SELECT + " "
-            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
+            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.destination != ? "
             "AND (m.state NOT IN ('discarded', 'held') "
             "OR (m.state = 'held' AND (d.kind = 'apprec' OR d.kind LIKE 'followup:%'))) "
             "ORDER BY d.next_attempt_at, d.id LIMIT ?",
-            (ts(now), limit),
+            (ts(now), APPREC_DESTINATION, limit),
         )
         return [delivery_row(r) for r in rows]
 

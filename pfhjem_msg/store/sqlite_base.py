@@ -172,6 +172,37 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX refused_open ON refused(acknowledged_at, id);
     """,
+    # 7: EDI 2.0: the service's messages linked to ours (exactly-once intake), the service's id
+    # of what we sent through it, and whether intake from it works (for `status`)
+    """
+    CREATE TABLE edi2_messages (
+        service_id TEXT PRIMARY KEY,
+        message_id INTEGER NOT NULL REFERENCES messages(id),
+        receiver_her INTEGER NOT NULL,
+        is_apprec INTEGER NOT NULL,
+        answers INTEGER NOT NULL,
+        apprec TEXT NOT NULL DEFAULT 'none',
+        apprec_service_id TEXT,
+        read_at TEXT,
+        held TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX edi2_messages_message ON edi2_messages(message_id);
+    CREATE INDEX edi2_messages_unsettled ON edi2_messages(created_at) WHERE read_at IS NULL;
+    ALTER TABLE deliveries ADD COLUMN service_id TEXT;
+    CREATE INDEX deliveries_awaiting_service_receipt ON deliveries(delivered_at)
+        WHERE service_id IS NOT NULL AND receipt_at IS NULL AND kind != 'apprec';
+    CREATE TABLE edi2_health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_success TEXT,
+        failing_since TEXT,
+        last_error TEXT,
+        auth_failing INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -317,7 +348,9 @@ def create_store(path: Path) -> None:
 
 def check_header(path: Path) -> None:
     """Refuse what is at ``path`` unless it looks like a SQLite file (before SQLite opens it:
-    SQLite would take an empty file for a new database)."""
+    SQLite would take an empty file for a new database), and refuse what somebody else could
+    have put there (``check_planted``)."""
+    check_planted(path)
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -334,6 +367,45 @@ def check_header(path: Path) -> None:
         raise _damaged(path, "it is empty, 0 bytes")
     if head != SQLITE_MAGIC:
         raise _foreign(path, "it is not a SQLite database")
+
+
+def check_planted(path: Path) -> None:
+    """The store, its ``-wal`` and its ``-shm`` must be files of the state directory's owner, not
+    links, in a directory nobody else may write to. A link in place of the store opens another
+    store; a ``-wal`` file SQLite finds is replayed into the store, so whoever could plant one
+    could write rows of their choosing. The owner is compared with the directory's, not with
+    this process's, so an operator command run as root still opens the daemon's store."""
+    try:
+        directory = os.stat(path.parent)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot open the store {path}: {exc.strerror}; check state_dir and its permissions"
+        ) from exc
+    if directory.st_mode & 0o022:
+        raise StoreError(
+            f"cannot open the store {path}: its directory may be written by others "
+            f"(mode {oct(directory.st_mode & 0o777)}); make it writable by the service user alone "
+            "(chmod 0700) and check what is in it"
+        )
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the store {path}: {candidate.name}: {exc.strerror}; check its permissions"
+            ) from exc
+        if stat.S_ISLNK(st.st_mode):
+            raise StoreError(
+                f"cannot open the store {path}: {candidate.name} is a link; the store's files must be "
+                "regular files in state_dir: find out who made it, then move it aside"
+            )
+        if st.st_uid != directory.st_uid:
+            raise StoreError(
+                f"cannot open the store {path}: {candidate.name} belongs to user {st.st_uid}, not to "
+                f"the state directory's owner {directory.st_uid}; find out who made it, then move it aside"
+            )
 
 
 def check_ours(db: sqlite3.Connection, path: Path, deep: bool) -> None:

@@ -83,8 +83,8 @@ class OperatorQueries(SqliteBase):
     def delivery_info(self, message_id: int) -> list[DeliveryInfo]:
         rows = self._read(
             "SELECT id, kind, destination, filename, her_id, out_msg_id, status, attempts, last_error, "
-            "next_attempt_at, delivered_at, receipt_status, receipt_errors, receipt_at, receipt_overdue_at "
-            "FROM deliveries WHERE message_id = ? ORDER BY id",
+            "next_attempt_at, delivered_at, receipt_status, receipt_errors, receipt_at, receipt_overdue_at, "
+            "service_id FROM deliveries WHERE message_id = ? ORDER BY id",
             (message_id,),
         )
         return [_delivery_info(r) for r in rows]
@@ -320,6 +320,7 @@ class OperatorQueries(SqliteBase):
                            f"WHERE source_message_id IN ({qs}))", chunk)  # fmt: skip
                 db.execute(f"DELETE FROM episodes WHERE source_message_id IN ({qs})", chunk)
                 db.execute(f"DELETE FROM events WHERE message_id IN ({qs})", chunk)
+                db.execute(f"DELETE FROM edi2_messages WHERE message_id IN ({qs})", chunk)
                 db.execute(f"DELETE FROM deliveries WHERE message_id IN ({qs})", chunk)
                 db.execute(f"DELETE FROM messages WHERE id IN ({qs})", chunk)
             db.execute("DELETE FROM raw WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.raw_id = raw.id)")
@@ -350,4 +351,5 @@ def _delivery_info(r: sqlite3.Row) -> DeliveryInfo:
         r["id"], r["kind"], r["destination"], r["filename"], r["her_id"], r["out_msg_id"], r["status"],
         r["attempts"], r["last_error"], parse_ts(r["next_attempt_at"]), parse_ts(r["delivered_at"]),
         r["receipt_status"], r["receipt_errors"], parse_ts(r["receipt_at"]), parse_ts(r["receipt_overdue_at"]),
+        r["service_id"],
     )  # fmt: skip
