@@ -152,7 +152,7 @@ def cmd_list(args: argparse.Namespace, store: OperatorStore) -> int:
         reason = (r.state_reason or "").replace("\n", " ")
         line = (
             f"{r.id:>8}  {r.received_at.astimezone(OSLO):%Y-%m-%d %H:%M}  {r.state:<10}  {(r.msg_type or '-')[:20]:<20}  "
-            f"{r.sender_her or '-':<9}  {r.receiver_her or '-':<9}  {marked}  {reason[:70]}"
+            f"{ops.shown_id(r.sender_her) or '-':<9}  {ops.shown_id(r.receiver_her) or '-':<9}  {marked}  {reason[:70]}"
         )
         print(line)
         if args.show_patient:
@@ -177,8 +177,8 @@ def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
     r = view.row
     print(f"message {r.id}: {r.state}" + (f" ({r.state_reason})" if r.state_reason else ""))
     print(f"  received   {r.received_at.isoformat()} from {r.source}")
-    print(f"  MsgId      {r.msg_id or '-'}  type {r.msg_type or '-'}  marked {data['marked']}")
-    print(f"  sender     {r.sender_her or '-'}  receiver {r.receiver_her or '-'}")
+    print(f"  MsgId      {ops.shown_id(r.msg_id) or '-'}  type {r.msg_type or '-'}  marked {data['marked']}")
+    print(f"  sender     {ops.shown_id(r.sender_her) or '-'}  receiver {ops.shown_id(r.receiver_her) or '-'}")
     if view.patient is not None:
         print(f"  patient    {view.patient.get('name') or '-'}, {view.patient.get('national_id') or '-'}")
     print(f"  AppRec     {'sent, status ' + view.apprec_sent if view.apprec_sent else 'none sent'}")
@@ -247,7 +247,7 @@ def cmd_discard(args: argparse.Namespace, store: OperatorStore) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise OperatorRefused("discard asks for confirmation: add --yes when not at a terminal")
-        answer = input(f"Discard message {mid} ({row.state if row else '?'}, MsgId {row.msg_id if row else '-'})? "
+        answer = input(f"Discard message {mid} ({row.state if row else '?'}, MsgId {ops.shown_id(row.msg_id) if row else '-'})? "
                        "Nothing more will be delivered for it. [y/N] ")  # fmt: skip
         if answer.strip().lower() not in ("y", "yes", "j", "ja"):
             print("not discarded")

@@ -21,6 +21,7 @@ from pfhjem_msg.kith import gpcopy
 from pfhjem_msg.kith.model import AppRecPayload
 from pfhjem_msg.kith.schemas import load_schema_set
 from pfhjem_msg.kith.verdict import Options, Verdict, examine
+from pfhjem_msg.logs import mask_national_ids
 from pfhjem_msg.pathway import Matcher
 from pfhjem_msg.store.base import Change, DeliverySpec, Facts, Transition
 
@@ -91,7 +92,8 @@ class Drafter:
         if msg is None or verdict.salvaged:
             return Draft(self._unreadable(verdict, result, change))
         parsed = Transition(
-            "parsed", f"{verdict.standard} {verdict.msg_type or '-'}, MsgId {verdict.msg_id or '-'}"
+            "parsed",
+            f"{verdict.standard} {verdict.msg_type or '-'}, MsgId {mask_national_ids(verdict.msg_id or '-')}",
         )
         if msg.is_apprec:
             assert isinstance(msg.payload, AppRecPayload)

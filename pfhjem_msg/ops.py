@@ -22,6 +22,7 @@ from pfhjem_msg.intake.spool import Claimed, claimed_waiting
 from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.kith.crl import crl_warnings
 from pfhjem_msg.kith.verdict import examine
+from pfhjem_msg.logs import mask_national_ids
 from pfhjem_msg.store.base import (
     DeliveryInfo,
     Edi2IntakeFacts,
@@ -89,10 +90,10 @@ class MessageView:
             "reason": r.state_reason,
             "received_at": r.received_at.isoformat(),
             "source": r.source,
-            "msg_id": r.msg_id,
+            "msg_id": shown_id(r.msg_id),
             "msg_type": r.msg_type,
-            "sender_her": r.sender_her,
-            "receiver_her": r.receiver_her,
+            "sender_her": shown_id(r.sender_her),
+            "receiver_her": shown_id(r.receiver_her),
             "marked": r.marked,
             "pruned": r.pruned,
             "apprec_sent": self.apprec_sent,
@@ -124,6 +125,12 @@ class MessageView:
         if self.patient is not None:
             out["patient"] = self.patient
         return out
+
+
+def shown_id(value: str | None) -> str | None:
+    """An identifier the sender wrote (MsgId, HER-id) as operators see it: a national id in it is
+    masked. The store keeps it as sent, since duplicates are matched on it."""
+    return mask_national_ids(value) if value else value
 
 
 def _iso(moment: datetime | None) -> str | None:

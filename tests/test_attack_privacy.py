@@ -58,12 +58,6 @@ def test_attack_national_id_in_an_element_name() -> None:
     assert PATIENT_ID not in repr([(i.message, i.path) for i in verdict.issues])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drafting.py stores MsgId and the sender's HER-id as sent (Facts, the «parsed» step); the "
-    "log masks 11 digits, `messages list` and `messages show` do not. Fix: store and show them "
-    "through kith.issues.shown_code, keeping the raw MsgId only for duplicate matching",
-)
 @pytest.mark.parametrize("data", [ID_IN_MSGID, ID_IN_HER_ID], ids=["msgid", "her_id"])
 def test_attack_national_id_as_msgid_or_sender_her_id_in_messages_list(tmp_path: Path, data: bytes) -> None:
     assert PATIENT_ID not in _everything_shown(tmp_path, data)
