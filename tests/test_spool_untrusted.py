@@ -215,13 +215,16 @@ def test_unreadable_file_is_refused(tmp_path: Path, inbox: Path, store: SqliteSt
         pytest.skip("there is no user nobody to run the daemon's side as")
     base = Path(tempfile.mkdtemp(prefix="pfhjem-unreadable-"))
     try:
-        for d in (base, base / "inbox", base / "state"):
+        entry = pwd.getpwuid(nobody)
+        for d in (base, base / "inbox"):
             d.mkdir(exist_ok=True)
             d.chmod(0o777)
+        state = base / "state"  # the daemon's own, private, as the store demands
+        state.mkdir(mode=0o700)
+        os.chown(state, entry.pw_uid, entry.pw_gid)
         locked = base / "inbox" / "locked.xml"
         locked.write_bytes(b"<MsgHead/>")
         locked.chmod(0o600)  # the hub's own file, which the daemon's user may not read
-        entry = pwd.getpwuid(nobody)
         assert _scan_as(entry.pw_uid, entry.pw_gid, base) == [("locked.xml", "unreadable", 10)]
         assert (base / "inbox" / ".refused" / "locked.xml").read_bytes() == b"<MsgHead/>"
     finally:
