@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -160,8 +161,22 @@ class DraftPool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def close(self) -> None:
+    def close(self, grace: float = 10.0) -> None:
+        """Stop the workers, waiting at most ``grace`` seconds, then end the ones still there.
+        ``shutdown(wait=True)`` alone can wait for ever on a pool whose workers are still being
+        spawned (after a reload) when the stop comes, and a daemon told to stop must stop;
+        workers hold nothing the daemon has not committed."""
         self._starting = []
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                log.warning("workers.stop_forced", pid=process.pid)
+                process.kill()
+                process.join(5.0)
