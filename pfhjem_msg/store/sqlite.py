@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pfhjem_msg.errors import StoreError
+from pfhjem_msg.lifecycle import PROCESSING, State
 from pfhjem_msg.store.base import (
     Accepted,
     Change,
@@ -19,15 +20,12 @@ from pfhjem_msg.store.base import (
     MessageRow,
     Receipt,
     RefusedReason,
-    State,
     Transition,
 )
 from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, ts
 from pfhjem_msg.store.sqlite_edi2 import APPREC_DESTINATION, Edi2Queries
 from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
-
-PROCESSING_STATES = ("received", "parsed", "classified")
 
 
 class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
@@ -145,7 +143,7 @@ class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
         row = db.execute("SELECT state, redraft FROM messages WHERE id = ?", (c.message_id,)).fetchone()
         if row is None:
             raise StoreError(f"message {c.message_id} does not exist")
-        if row[0] not in PROCESSING_STATES:
+        if row[0] not in PROCESSING:
             return  # an operator held or discarded it while it was being drafted: they decide
         if c.receipt is not None:
             self._receipt(db, c.receipt, now)

@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.lifecycle import ALL_STATES, PRUNABLE, UNFINISHED
 from pfhjem_msg.store.base import (
-    FINAL_STATES,
     AuditEntry,
     DeliveryInfo,
     DeliveryRow,
@@ -35,10 +35,6 @@ from pfhjem_msg.store.sqlite_base import (
     ts,
 )
 
-UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered")
-"""Still with the daemon; ``held`` waits for a person and is counted on its own."""
-PRUNABLE_STATES = ("done", "rejected", "duplicate", "discarded")
-"""Final states whose originals retention may delete; ``failed`` waits for an operator."""
 FOLLOWED_UP = "SELECT e.source_message_id FROM episodes e JOIN followups f ON f.episode_id = e.id WHERE f.status = 'open'"
 """Messages an open follow-up still needs: the case unit finds the patient through them."""
 
@@ -225,7 +221,7 @@ class OperatorQueries(SqliteBase):
     def status_facts(self, now: datetime, receipt_deadline: datetime) -> StatusFacts:
         counts = {r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM messages GROUP BY state")}
         oldest: tuple[int, datetime] | None = None
-        for state in UNFINISHED_STATES:
+        for state in (s for s in ALL_STATES if s in UNFINISHED):
             if not counts.get(state):
                 continue
             r = self._read(
@@ -285,8 +281,7 @@ class OperatorQueries(SqliteBase):
 
     def prune(self, payload_before: datetime, metadata_before: datetime | None, now: datetime,
               dry_run: bool = False) -> PruneResult:  # fmt: skip
-        states = ",".join(f"'{s}'" for s in PRUNABLE_STATES)
-        assert set(PRUNABLE_STATES) <= FINAL_STATES
+        states = ",".join(f"'{s}'" for s in sorted(PRUNABLE))
         before = self._size()
 
         def work(db: sqlite3.Connection) -> tuple[int, int]:
