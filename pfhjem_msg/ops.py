@@ -22,7 +22,7 @@ from pfhjem_msg.intake.spool import Claimed, claimed_waiting
 from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.kith.crl import crl_warnings
 from pfhjem_msg.kith.verdict import examine
-from pfhjem_msg.lifecycle import DISCARDABLE, FORCED_REPLAY, HOLDABLE, RELEASABLE, REPLAYABLE, UNFINISHED
+from pfhjem_msg.lifecycle import DISCARDABLE, FORCED_REPLAY, HOLDABLE, RELEASABLE, REPLAYABLE, replay_mode
 from pfhjem_msg.store.base import (
     DeliveryInfo,
     Edi2IntakeFacts,
@@ -270,31 +270,21 @@ def plan_replay(store: OperatorStore, message_id: int, from_start: bool, force_d
     row = store.message(message_id)
     if row is None:
         raise OperatorRefused(f"message {message_id} does not exist")
-    if row.pruned:
-        raise OperatorRefused(
-            f"message {message_id}'s original was deleted by retention: it cannot be replayed"
-        )
-    if row.state in UNFINISHED:
-        raise OperatorRefused(
-            f"message {message_id} is still being processed ({row.state}); wait, or hold it first"
-        )
-    if row.state in FORCED_REPLAY and not force_duplicate:
-        raise OperatorRefused(
-            f"message {message_id} is {row.state}: a replay would deliver it a second time; "
-            "add --force-duplicate if that is what you want (no second AppRec is sent)"
-        )
     deliveries = store.deliveries(message_id)
+    failed_deliveries = [d.kind for d in deliveries if d.status == "failed"]
+    mode = replay_mode(message_id, row.state, pruned=row.pruned, has_failed_deliveries=bool(failed_deliveries),
+                       from_start=from_start, force_duplicate=force_duplicate)  # fmt: skip
     undelivered = [d.kind for d in deliveries if d.status not in ("delivered", "cancelled")]
     sent = store.apprec_sent(message_id)
     note = (
         f"AppRec already sent (status {apprec_status(sent.payload)}); it is not sent again" if sent else None
     )
-    if row.state in FORCED_REPLAY:
-        return ReplayPlan(message_id, row.state, "new_message", [d.kind for d in deliveries if d.kind != "apprec"],
-                          note)  # fmt: skip
-    failed_deliveries = [d.kind for d in deliveries if d.status == "failed"]
-    if row.state == "failed" and failed_deliveries and not from_start:
-        return ReplayPlan(message_id, row.state, "deliveries", failed_deliveries, note)
+    if mode == "new_message":
+        return ReplayPlan(
+            message_id, row.state, mode, [d.kind for d in deliveries if d.kind != "apprec"], note
+        )
+    if mode == "deliveries":
+        return ReplayPlan(message_id, row.state, mode, failed_deliveries, note)
     return ReplayPlan(message_id, row.state, "from_start", undelivered, note)
 
 

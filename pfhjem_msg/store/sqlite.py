@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pfhjem_msg.errors import StoreError
-from pfhjem_msg.lifecycle import PROCESSING, State
+from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING, State
 from pfhjem_msg.store.base import (
     Accepted,
     Change,
@@ -26,6 +26,17 @@ from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, chunks, delivery_row, 
 from pfhjem_msg.store.sqlite_edi2 import APPREC_DESTINATION, Edi2Queries
 from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
+
+
+def _quoted(values: frozenset[str]) -> str:
+    return ",".join(f"'{v}'" for v in sorted(values))
+
+
+_MAY_SEND = (
+    f"(m.state NOT IN ({_quoted(NOT_SENDING)}) OR (m.state IN ({_quoted(WAITING)}) "
+    f"AND (d.kind IN ({_quoted(SENT_WHILE_HELD)}) OR d.kind LIKE '{REMINDER_PREFIX}%')))"
+)
+"""``lifecycle.may_send`` as a filter, so the LIMIT counts only deliveries that may go out."""
 
 
 class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
@@ -234,9 +245,7 @@ class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
         rows = self._read(
             DELIVERY_SELECT + " "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.destination != ? "
-            "AND (m.state NOT IN ('discarded', 'held') "
-            "OR (m.state = 'held' AND (d.kind = 'apprec' OR d.kind LIKE 'followup:%'))) "
-            "ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            f"AND {_MAY_SEND} ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (ts(now), APPREC_DESTINATION, limit),
         )
         return [delivery_row(r) for r in rows]

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pfhjem_msg.errors import OperatorRefused
-from pfhjem_msg.lifecycle import ALL_STATES, PRUNABLE, UNFINISHED
+from pfhjem_msg.lifecycle import ALL_STATES, PRUNABLE, UNFINISHED, may_prune, operator_move
 from pfhjem_msg.store.base import (
     AuditEntry,
     DeliveryInfo,
@@ -135,15 +135,16 @@ class OperatorQueries(SqliteBase):
                     f"message {message_id} is {state} now, not {' or '.join(sorted(allowed))}: "
                     "it changed meanwhile; look at it with `pfhjem-msg messages show` and try again"
                 )
-            target = to_state or held_from or "received"
-            again = redraft or (to_state is None and held_from is None)
-            if retry_failed:
+            move = operator_move(message_id, state, held_from, to_state, redraft=redraft, retry_failed=retry_failed,
+                                 cancel_pending=cancel_pending, remember_held_from=remember_held_from)  # fmt: skip
+            target = move.target
+            if move.retry_failed:
                 db.execute(
                     "UPDATE deliveries SET status='pending', attempts=0, next_attempt_at=? "
                     "WHERE message_id=? AND status='failed'",
                     (ts(now), message_id),
                 )
-            if cancel_pending:
+            if move.cancel_pending:
                 db.execute(
                     "UPDATE deliveries SET status='cancelled', last_error=? "
                     "WHERE message_id=? AND status IN ('pending', 'failed')",
@@ -154,11 +155,11 @@ class OperatorQueries(SqliteBase):
                     "AND episode_id IN (SELECT id FROM episodes WHERE source_message_id=?)",
                     (ts(now), actor, f"the message was discarded: {reason}", message_id),
                 )
-            due = ts(now) if target in ("received", "parsed", "classified") else None
+            due = ts(now) if move.due_now else None
             db.execute(
                 "UPDATE messages SET state=?, state_reason=?, held_from=?, redraft=?, attempts=0, "
                 "next_attempt_at=?, updated_at=? WHERE id=?",
-                (target, reason, state if remember_held_from else None, int(again), due, ts(now), message_id),
+                (target, reason, move.held_from, int(move.again), due, ts(now), message_id),
             )
             self._event(db, message_id, now, actor, state, target, reason)
             self._audit(db, actor, f"{state} → {target}", message_id, reason, now)
@@ -284,19 +285,19 @@ class OperatorQueries(SqliteBase):
         states = ",".join(f"'{s}'" for s in sorted(PRUNABLE))
         before = self._size()
 
+        def candidates(db: sqlite3.Connection, cutoff: datetime, extra: str) -> list[int]:
+            """The store narrows by index; the lifecycle decides each row."""
+            rows = db.execute(
+                f"SELECT id, state, updated_at, id IN ({FOLLOWED_UP}) FROM messages "
+                f"WHERE state IN ({states}) AND updated_at < ?{extra} ORDER BY id",
+                (ts(cutoff),),
+            )
+            return [r[0] for r in rows
+                    if may_prune(r[1], datetime.fromisoformat(r[2]), cutoff, needed_by_open_followup=bool(r[3]))]  # fmt: skip
+
         def work(db: sqlite3.Connection) -> tuple[int, int]:
-            ids = [r[0] for r in db.execute(
-                f"SELECT id FROM messages WHERE state IN ({states}) AND pruned_at IS NULL AND updated_at < ? "
-                f"AND id NOT IN ({FOLLOWED_UP})",
-                (ts(payload_before),),
-            )]  # fmt: skip
-            old: list[int] = []
-            if metadata_before is not None:
-                old = [r[0] for r in db.execute(
-                    f"SELECT id FROM messages WHERE state IN ({states}) AND updated_at < ? "
-                    f"AND id NOT IN ({FOLLOWED_UP})",
-                    (ts(metadata_before),),
-                )]  # fmt: skip
+            ids = candidates(db, payload_before, " AND pruned_at IS NULL")
+            old = candidates(db, metadata_before, "") if metadata_before is not None else []
             if dry_run:
                 return len(ids), len(old)
             for chunk in chunks(ids):
