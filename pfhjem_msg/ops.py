@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.errors import NoSuchMessage, OperatorRefused
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.intake.spool import Claimed, claimed_waiting
 from pfhjem_msg.kith.apprec import apprec_status
@@ -153,7 +153,7 @@ def show(
 ) -> MessageView:
     row = store.message(message_id)
     if row is None:
-        raise OperatorRefused(f"message {message_id} does not exist")
+        raise NoSuchMessage(message_id)
     sent = next(
         (d for d in store.deliveries(message_id) if d.kind == "apprec" and d.status == "delivered"), None
     )
@@ -224,7 +224,7 @@ def _need_reason(reason: str, verb: str) -> None:
 def _expect(store: OperatorStore, message_id: int, allowed: frozenset[str], verb: str, why: str) -> None:
     row = store.message(message_id)
     if row is None:
-        raise OperatorRefused(f"message {message_id} does not exist")
+        raise NoSuchMessage(message_id)
     if row.state not in allowed:
         raise OperatorRefused(f"message {message_id} is {row.state} and cannot be {verb}: {why}")
 
@@ -269,7 +269,7 @@ class ReplayPlan:
 def plan_replay(store: OperatorStore, message_id: int, from_start: bool, force_duplicate: bool) -> ReplayPlan:
     row = store.message(message_id)
     if row is None:
-        raise OperatorRefused(f"message {message_id} does not exist")
+        raise NoSuchMessage(message_id)
     deliveries = store.deliveries(message_id)
     failed_deliveries = [d.kind for d in deliveries if d.status == "failed"]
     mode = replay_mode(message_id, row.state, pruned=row.pruned, has_failed_deliveries=bool(failed_deliveries),

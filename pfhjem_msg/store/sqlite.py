@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from pfhjem_msg.errors import StoreError
+from pfhjem_msg.errors import NoSuchMessage, StoreError
 from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING, State
 from pfhjem_msg.store.base import (
     Accepted,
@@ -153,7 +153,7 @@ class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
     def _apply(self, db: sqlite3.Connection, c: Change, now: datetime) -> None:
         row = db.execute("SELECT state, redraft FROM messages WHERE id = ?", (c.message_id,)).fetchone()
         if row is None:
-            raise StoreError(f"message {c.message_id} does not exist")
+            raise NoSuchMessage(c.message_id)
         if row[0] not in PROCESSING:
             return  # an operator held or discarded it while it was being drafted: they decide
         if c.receipt is not None:

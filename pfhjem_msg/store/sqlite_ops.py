@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.errors import NoSuchMessage, OperatorRefused
 from pfhjem_msg.lifecycle import ALL_STATES, PRUNABLE, UNFINISHED, may_prune, operator_move
 from pfhjem_msg.store.base import (
     AuditEntry,
@@ -128,7 +128,7 @@ class OperatorQueries(SqliteBase):
         def work(db: sqlite3.Connection) -> str:
             row = db.execute("SELECT state, held_from FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
-                raise OperatorRefused(f"message {message_id} does not exist")
+                raise NoSuchMessage(message_id)
             state, held_from = row
             if state not in allowed:
                 raise OperatorRefused(
@@ -177,7 +177,7 @@ class OperatorQueries(SqliteBase):
                 (message_id,),
             ).fetchone()
             if row is None:
-                raise OperatorRefused(f"message {message_id} does not exist")
+                raise NoSuchMessage(message_id)
             if row[6]:
                 raise OperatorRefused(
                     f"message {message_id}'s original was deleted by retention: nothing to replay"
