@@ -12,19 +12,20 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from typing import Any
 
 from pfhjem_msg import ops
 from pfhjem_msg.config import Settings, find_config, load
 from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import OSLO
 from pfhjem_msg.kith.codes import MESSAGE_TYPE_PREFIXES, MESSAGE_TYPES, is_known_message_type
+from pfhjem_msg.lifecycle import ALL_STATES
 from pfhjem_msg.store import OperatorStore, open_store
-from pfhjem_msg.store.base import MessageFilter, MessageRow, State
+from pfhjem_msg.store.base import MessageFilter, MessageRow
 
 _RELATIVE = re.compile(r"^(\d+)\s*(m|min|h|d|w)$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-STATES: tuple[str, ...] = get_args(State)
+STATES: tuple[str, ...] = ALL_STATES
 
 
 def now() -> datetime:

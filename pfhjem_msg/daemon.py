@@ -6,6 +6,10 @@ stops taking messages, finishes the round in hand and closes the store. After a 
 one resumes every unfinished message from its last committed step: the store is the only
 record of what is due; the scheduler only wakes the sweeps.
 
+One thread owns the pipeline: the scheduler only marks periodic work due (the follow-up
+sweep, the overdue-receipt check, EDI 2.0 receipts, retention, the metrics refresh) and wakes
+the loop; the pipeline's thread does that work between rounds, never beside one.
+
 Either one holds the store's lock (``pfhjem_msg.lock``): one daemon per store. The service
 speaks systemd's notify protocol (``pfhjem_msg.notify``) and reloads its configuration on
 SIGHUP, between rounds, on the pipeline's thread: the new file is validated first and applied
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +109,9 @@ class Daemon:
         self.lock = StoreLock.acquire(settings.state_dir)  # before the workers, which it must not start twice
         self._round_began: float | None = None
         """When the round in hand began (monotonic); None between rounds. The watchdog reads it."""
+        self._due: set[str] = set()
+        """Periodic jobs the scheduler marked due, done by the pipeline's thread between rounds."""
+        self._due_lock = threading.Lock()
         # The workers start first: forked, they must not inherit the store's open connection.
         drafts = DraftPool(settings, settings.workers)
         drafts.start()
@@ -279,6 +287,37 @@ class Daemon:
             log.info("retention.pruned", originals=result.payloads, messages=result.messages,
                      bytes_before=result.bytes_before, bytes_after=result.bytes_after)  # fmt: skip
 
+    def _periodic(self, name: str) -> Callable[[], object]:
+        """Looked up when it runs, not when it is scheduled: a reload may replace what it uses."""
+        return {
+            "followups": self.pipeline.sweep_followups,
+            "receipts": self.pipeline.flag_overdue_receipts,
+            "edi2_receipts": self.pipeline.poll_edi2_receipts,
+            "retention": self.prune,
+            "metrics": self.refresh_metrics,
+        }[name]
+
+    def _mark_due(
+        self, name: str, loop: asyncio.AbstractEventLoop, wake: asyncio.Event
+    ) -> Callable[[], None]:
+        """What the scheduler runs: it only notes the job and wakes the loop (from any thread)."""
+
+        def mark() -> None:
+            with self._due_lock:
+                self._due.add(name)
+            loop.call_soon_threadsafe(wake.set)
+
+        return mark
+
+    def run_due_jobs(self) -> int:
+        """The periodic jobs marked due, on the pipeline's thread, each guarded; how many ran."""
+        with self._due_lock:
+            due, self._due = self._due, set()
+        for name in ("followups", "receipts", "edi2_receipts", "retention", "metrics"):
+            if name in due:
+                self._guarded(self._periodic(name))()
+        return len(due)
+
     def _guarded(self, job: Callable[[], object]) -> Callable[[], None]:
         """A scheduled job that logs its failure instead of stopping the scheduler's thread."""
 
@@ -333,15 +372,13 @@ class Daemon:
         info: dict[str, Any] = {"spool": str(self.settings.intake.spool) if self.spool else None,
                                 "edi2": self.settings.edi2.base_url if self.settings.edi2 else None}  # fmt: skip
         scheduler.add_job(wake.set, "interval", seconds=max(0.05, self.settings.sweep_seconds), id="sweep")
-        scheduler.add_job(
-            self._guarded(self.pipeline.flag_overdue_receipts), "interval", minutes=15, id="receipts"
-        )
+        scheduler.add_job(self._mark_due("receipts", loop, wake), "interval", minutes=15, id="receipts")
         if self.edi2 is not None:
-            scheduler.add_job(self._guarded(self.pipeline.poll_edi2_receipts), "interval", minutes=5,
+            scheduler.add_job(self._mark_due("edi2_receipts", loop, wake), "interval", minutes=5,
                               id="edi2_receipts", next_run_time=self.clock())  # fmt: skip
-        scheduler.add_job(self._guarded(self.prune), "interval", hours=6, id="retention",
+        scheduler.add_job(self._mark_due("retention", loop, wake), "interval", hours=6, id="retention",
                           next_run_time=self.clock() + timedelta(minutes=1))  # fmt: skip
-        scheduler.add_job(self._guarded(self.pipeline.sweep_followups), "interval",
+        scheduler.add_job(self._mark_due("followups", loop, wake), "interval",
                           minutes=max(0.01, self.settings.followups.sweep_minutes), id="followups",
                           next_run_time=self.clock())  # fmt: skip
         metrics_server = None
@@ -350,7 +387,7 @@ class Daemon:
                 metrics_server = metrics.serve(self.settings.metrics_address)
             info["metrics"] = "{}:{}".format(*self.settings.metrics_address)
             every = max(0.1, self.settings.metrics_refresh_seconds)
-            scheduler.add_job(self._guarded(self.refresh_metrics), "interval", seconds=every, id="metrics",
+            scheduler.add_job(self._mark_due("metrics", loop, wake), "interval", seconds=every, id="metrics",
                               next_run_time=self.clock())  # fmt: skip
         scheduler.start()
         if self.settings.intake.smtp is not None:
@@ -382,6 +419,8 @@ class Daemon:
                 if reload.is_set():
                     reload.clear()
                     await self._reload_between_rounds(worker, scheduler)
+                if self._due:
+                    await loop.run_in_executor(worker, self.run_due_jobs)
                 try:
                     busy = await loop.run_in_executor(worker, self._timed_round)
                 except Exception as exc:  # the store is down or similar: keep serving, log, wait

@@ -37,3 +37,17 @@ class PermanentDeliveryError(PfhjemError):
 class OperatorRefused(PfhjemError):
     """An operator command cannot be done as asked (unknown id, wrong state, missing flag);
     the message says why and what to do instead."""
+
+
+class NoSuchMessage(StoreError, OperatorRefused):
+    """No message has this id: the one error for it, from every backend and every verb.
+
+    It is a ``StoreError`` for the daemon (a row it worked on is gone) and an
+    ``OperatorRefused`` for the operator (a mistyped id), so each edge handles it as before."""
+
+    def __init__(self, message_id: int) -> None:
+        self.message_id = message_id
+        super().__init__(
+            f"message {message_id} does not exist: check the id with `pfhjem-msg messages list` "
+            "(retention may have removed it)"
+        )

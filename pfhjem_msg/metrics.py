@@ -13,11 +13,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pfhjem_msg.kith.codes import MESSAGE_TYPES
+from pfhjem_msg.lifecycle import ALL_STATES
 from pfhjem_msg.store.base import REFUSED_REASONS, StatusFacts
 
 REGISTRY = CollectorRegistry()
-STATES = ("received", "parsed", "classified", "routed", "delivered", "done", "rejected", "duplicate", "held",
-          "failed", "discarded")  # fmt: skip
+STATES = ALL_STATES
 
 received = Counter(
     "pfhjem_messages_received_total",

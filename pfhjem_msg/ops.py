@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.errors import NoSuchMessage, OperatorRefused
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.intake.spool import Claimed, claimed_waiting
 from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.kith.crl import crl_warnings
 from pfhjem_msg.kith.verdict import examine
+from pfhjem_msg.lifecycle import DISCARDABLE, FORCED_REPLAY, HOLDABLE, RELEASABLE, REPLAYABLE, replay_mode
 from pfhjem_msg.logs import mask_national_ids
 from pfhjem_msg.store.base import (
     DeliveryInfo,
@@ -35,9 +36,6 @@ from pfhjem_msg.store.base import (
     StatusFacts,
 )
 
-ACTIVE = frozenset({"received", "parsed", "classified", "routed", "delivered"})
-REPLAYABLE = frozenset({"failed", "rejected", "held", "discarded"})
-FORCED = frozenset({"done", "duplicate"})
 HOUR = timedelta(hours=1)
 RECEIPT_DEADLINE = timedelta(hours=96)
 CLAIMED_STUCK = timedelta(minutes=5)
@@ -162,7 +160,7 @@ def show(
 ) -> MessageView:
     row = store.message(message_id)
     if row is None:
-        raise OperatorRefused(f"message {message_id} does not exist")
+        raise NoSuchMessage(message_id)
     sent = next(
         (d for d in store.deliveries(message_id) if d.kind == "apprec" and d.status == "delivered"), None
     )
@@ -204,20 +202,20 @@ def _now() -> datetime:
 
 def hold(store: OperatorStore, message_id: int, reason: str, now: datetime) -> str:
     _need_reason(reason, "hold")
-    _expect(store, message_id, ACTIVE, "held", "only a message still being processed can be held")
-    return store.operator_transition(message_id, allowed=ACTIVE, to_state="held", actor=operator(),
+    _expect(store, message_id, HOLDABLE, "held", "only a message still being processed can be held")
+    return store.operator_transition(message_id, allowed=HOLDABLE, to_state="held", actor=operator(),
                                      reason=reason, now=now, remember_held_from=True)  # fmt: skip
 
 
 def release(store: OperatorStore, message_id: int, reason: str, now: datetime) -> str:
-    _expect(store, message_id, frozenset({"held"}), "released", "only a held message can be released")
-    return store.operator_transition(message_id, allowed=frozenset({"held"}), to_state=None, actor=operator(),
+    _expect(store, message_id, RELEASABLE, "released", "only a held message can be released")
+    return store.operator_transition(message_id, allowed=RELEASABLE, to_state=None, actor=operator(),
                                      reason=reason or "released", now=now)  # fmt: skip
 
 
 def discard(store: OperatorStore, message_id: int, reason: str, now: datetime) -> str:
     _need_reason(reason, "discard")
-    allowed = ACTIVE | {"held", "failed", "rejected"}
+    allowed = DISCARDABLE
     _expect(store, message_id, allowed, "discarded", "a finished message has nothing left to discard")
     return store.operator_transition(message_id, allowed=allowed, to_state="discarded", actor=operator(),
                                      reason=reason, now=now, cancel_pending=True)  # fmt: skip
@@ -233,7 +231,7 @@ def _need_reason(reason: str, verb: str) -> None:
 def _expect(store: OperatorStore, message_id: int, allowed: frozenset[str], verb: str, why: str) -> None:
     row = store.message(message_id)
     if row is None:
-        raise OperatorRefused(f"message {message_id} does not exist")
+        raise NoSuchMessage(message_id)
     if row.state not in allowed:
         raise OperatorRefused(f"message {message_id} is {row.state} and cannot be {verb}: {why}")
 
@@ -278,32 +276,22 @@ class ReplayPlan:
 def plan_replay(store: OperatorStore, message_id: int, from_start: bool, force_duplicate: bool) -> ReplayPlan:
     row = store.message(message_id)
     if row is None:
-        raise OperatorRefused(f"message {message_id} does not exist")
-    if row.pruned:
-        raise OperatorRefused(
-            f"message {message_id}'s original was deleted by retention: it cannot be replayed"
-        )
-    if row.state in ACTIVE:
-        raise OperatorRefused(
-            f"message {message_id} is still being processed ({row.state}); wait, or hold it first"
-        )
-    if row.state in FORCED and not force_duplicate:
-        raise OperatorRefused(
-            f"message {message_id} is {row.state}: a replay would deliver it a second time; "
-            "add --force-duplicate if that is what you want (no second AppRec is sent)"
-        )
+        raise NoSuchMessage(message_id)
     deliveries = store.deliveries(message_id)
+    failed_deliveries = [d.kind for d in deliveries if d.status == "failed"]
+    mode = replay_mode(message_id, row.state, pruned=row.pruned, has_failed_deliveries=bool(failed_deliveries),
+                       from_start=from_start, force_duplicate=force_duplicate)  # fmt: skip
     undelivered = [d.kind for d in deliveries if d.status not in ("delivered", "cancelled")]
     sent = store.apprec_sent(message_id)
     note = (
         f"AppRec already sent (status {apprec_status(sent.payload)}); it is not sent again" if sent else None
     )
-    if row.state in FORCED:
-        return ReplayPlan(message_id, row.state, "new_message", [d.kind for d in deliveries if d.kind != "apprec"],
-                          note)  # fmt: skip
-    failed_deliveries = [d.kind for d in deliveries if d.status == "failed"]
-    if row.state == "failed" and failed_deliveries and not from_start:
-        return ReplayPlan(message_id, row.state, "deliveries", failed_deliveries, note)
+    if mode == "new_message":
+        return ReplayPlan(
+            message_id, row.state, mode, [d.kind for d in deliveries if d.kind != "apprec"], note
+        )
+    if mode == "deliveries":
+        return ReplayPlan(message_id, row.state, mode, failed_deliveries, note)
     return ReplayPlan(message_id, row.state, "from_start", undelivered, note)
 
 
@@ -326,7 +314,7 @@ def select(store: OperatorStore, f: MessageFilter) -> list[int]:
     """Bulk selection: refuses a filter that names no state, so nothing is replayed by accident."""
     if not f.states:
         raise OperatorRefused("a bulk replay needs --state (failed, rejected or held) and may add filters")
-    odd = set(f.states) - (REPLAYABLE | FORCED)
+    odd = set(f.states) - (REPLAYABLE | FORCED_REPLAY)
     if odd:
         raise OperatorRefused(f"messages in state {', '.join(sorted(odd))} cannot be replayed")
     return [r.id for r in store.list_messages(f)]

@@ -27,6 +27,7 @@ from pfhjem_msg.followups import Followup, Phase, due_phase, local_date, reminde
 from pfhjem_msg.kith import gpcopy
 from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.kith.verdict import examine
+from pfhjem_msg.lifecycle import OUTCOMES
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.store.base import (
@@ -48,7 +49,6 @@ TRANSPORTS = frozenset({"hub", "dir", "smtp", "edi2"})
 RECEIPT_WATCH = timedelta(days=8)
 """How long the receiver's AppRec for what we sent through the message service is asked for:
 past the 96-hour check, which has flagged it by then."""
-OUTCOMES = frozenset({"done", "rejected", "duplicate", "held", "failed"})
 log = get_logger("pfhjem_msg.pipeline")
 
 

@@ -12,16 +12,10 @@ from datetime import date, datetime
 from typing import Literal, Protocol
 
 from pfhjem_msg.followups import Followup, FollowupFacts, FollowupFilter, Phase
+from pfhjem_msg.lifecycle import State
 
-State = Literal[
-    "received", "parsed", "classified", "routed", "delivered",
-    "done", "rejected", "duplicate", "held", "failed", "discarded",
-]  # fmt: skip
-FINAL_STATES: frozenset[str] = frozenset({"done", "rejected", "duplicate", "failed", "discarded"})
-WAITING_STATES: frozenset[str] = frozenset({"held"})
 DeliveryKind = str
 """``apprec``, ``case_unit``, ``default``, ``gp_copy``, or ``followup:<id>:<phase>`` (a reminder)."""
-DeliveryStatus = Literal["pending", "delivered", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)

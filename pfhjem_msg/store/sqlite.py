@@ -8,7 +8,8 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from pfhjem_msg.errors import StoreError
+from pfhjem_msg.errors import NoSuchMessage, StoreError
+from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING, State
 from pfhjem_msg.store.base import (
     Accepted,
     Change,
@@ -19,7 +20,6 @@ from pfhjem_msg.store.base import (
     MessageRow,
     Receipt,
     RefusedReason,
-    State,
     Transition,
 )
 from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, ts
@@ -27,7 +27,16 @@ from pfhjem_msg.store.sqlite_edi2 import APPREC_DESTINATION, Edi2Queries
 from pfhjem_msg.store.sqlite_followups import FollowupQueries
 from pfhjem_msg.store.sqlite_ops import OperatorQueries
 
-PROCESSING_STATES = ("received", "parsed", "classified")
+
+def _quoted(values: frozenset[str]) -> str:
+    return ",".join(f"'{v}'" for v in sorted(values))
+
+
+_MAY_SEND = (
+    f"(m.state NOT IN ({_quoted(NOT_SENDING)}) OR (m.state IN ({_quoted(WAITING)}) "
+    f"AND (d.kind IN ({_quoted(SENT_WHILE_HELD)}) OR d.kind LIKE '{REMINDER_PREFIX}%')))"
+)
+"""``lifecycle.may_send`` as a filter, so the LIMIT counts only deliveries that may go out."""
 
 
 class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
@@ -144,8 +153,8 @@ class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
     def _apply(self, db: sqlite3.Connection, c: Change, now: datetime) -> None:
         row = db.execute("SELECT state, redraft FROM messages WHERE id = ?", (c.message_id,)).fetchone()
         if row is None:
-            raise StoreError(f"message {c.message_id} does not exist")
-        if row[0] not in PROCESSING_STATES:
+            raise NoSuchMessage(c.message_id)
+        if row[0] not in PROCESSING:
             return  # an operator held or discarded it while it was being drafted: they decide
         if c.receipt is not None:
             self._receipt(db, c.receipt, now)
@@ -236,9 +245,7 @@ class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
         rows = self._read(
             DELIVERY_SELECT + " "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.destination != ? "
-            "AND (m.state NOT IN ('discarded', 'held') "
-            "OR (m.state = 'held' AND (d.kind = 'apprec' OR d.kind LIKE 'followup:%'))) "
-            "ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            f"AND {_MAY_SEND} ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (ts(now), APPREC_DESTINATION, limit),
         )
         return [delivery_row(r) for r in rows]

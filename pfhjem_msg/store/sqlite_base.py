@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pfhjem_msg.errors import StoreError
+from pfhjem_msg.errors import NoSuchMessage, StoreError
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import DeliveryRow, MessageRow
 
@@ -510,10 +510,10 @@ class SqliteBase:
         self._tx(migrate)
 
     def _exists(self, db: sqlite3.Connection, message_id: int) -> str:
-        """The message's state; a StoreError naming the id when there is no such message."""
+        """The message's state; ``NoSuchMessage`` when there is no such message."""
         row = db.execute("SELECT state FROM messages WHERE id = ?", (message_id,)).fetchone()
         if row is None:
-            raise StoreError(f"message {message_id} does not exist")
+            raise NoSuchMessage(message_id)
         return str(row[0])
 
     @staticmethod

@@ -16,7 +16,8 @@ import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pfhjem_msg.store.base import FINAL_STATES, Accepted, DeliveryRow, Edi2IntakeFacts, Edi2Link
+from pfhjem_msg.lifecycle import PROCESSING, TERMINAL, UNFINISHED, WAITING
+from pfhjem_msg.store.base import Accepted, DeliveryRow, Edi2IntakeFacts, Edi2Link
 from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, SqliteBase, delivery_row, parse_ts, ts
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from pfhjem_msg.edi2.answer import AppRecAnswer
     from pfhjem_msg.edi2.intake import Edi2Health, Edi2Record, _NoAppRec
 
-_UNDECIDED = ("received", "parsed", "classified")
 APPREC_DESTINATION = "edi2:apprec"
 """The destination of an AppRec the intake posts for its service message (``store.edi2``)."""
 
@@ -114,9 +114,9 @@ class Edi2Queries(SqliteBase):
             if d.destination != APPREC_DESTINATION:
                 return NO_APPREC  # the same bytes came first another way, and were answered that way
             return AppRecAnswer.from_xml(d.payload)
-        if state in _UNDECIDED or (state == "held" and held_from is not None):
+        if state in PROCESSING or (state in WAITING and held_from is not None):
             return None  # not decided yet, or held by an operator before it was
-        if state in FINAL_STATES or state in ("routed", "delivered", "held"):
+        if state in TERMINAL or state in UNFINISHED or state in WAITING:
             return NO_APPREC
         return None
 

@@ -10,11 +10,12 @@ plan is made for the patient and no reminder is queued about them."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import SAME_EPISODE_DAYS, Followup, FollowupFacts, FollowupFilter, Phase
+from pfhjem_msg.lifecycle import closing_status, nearest_followup, same_episode_range
 from pfhjem_msg.store.base import DeliverySpec
 from pfhjem_msg.store.sqlite_base import SqliteBase, parse_ts, ts
 
@@ -81,7 +82,7 @@ class FollowupQueries(SqliteBase):
         ).fetchall()
         closed = []
         for fid, point, source in rows:
-            status = "done" if not death and point == f.contact_point else "cancelled"
+            status = closing_status(death, point, f.contact_point)
             note = (
                 f"the patient has died (message {message_id})"
                 if death
@@ -118,10 +119,7 @@ class FollowupQueries(SqliteBase):
                         f"no follow-up plan: message {dead} said the patient has died")  # fmt: skip
             return
         if f.patient_id:
-            low, high = (
-                f.anchor - timedelta(days=SAME_EPISODE_DAYS),
-                f.anchor + timedelta(days=SAME_EPISODE_DAYS),
-            )
+            low, high = same_episode_range(f.anchor, SAME_EPISODE_DAYS)
             same = db.execute(
                 "SELECT id, source_message_id FROM episodes WHERE patient_id = ? AND anchor_kind != 'death' "
                 "AND anchor BETWEEN ? AND ?",
@@ -149,14 +147,15 @@ class FollowupQueries(SqliteBase):
     def _close_by_message(
         self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime
     ) -> None:
-        row = db.execute(
-            "SELECT f.id FROM followups f JOIN episodes e ON e.id = f.episode_id "
-            "WHERE e.patient_id = ? AND f.point = ? AND f.status = 'open' "
-            "ORDER BY abs(julianday(f.window_start) - julianday(?)) LIMIT 1",
-            (f.patient_id, f.contact_point, now.date().isoformat()),
-        ).fetchone()
-        if row is None:
+        open_ones = db.execute(
+            "SELECT f.id, f.window_start FROM followups f JOIN episodes e ON e.id = f.episode_id "
+            "WHERE e.patient_id = ? AND f.point = ? AND f.status = 'open'",
+            (f.patient_id, f.contact_point),
+        ).fetchall()
+        chosen = nearest_followup([(r[0], date.fromisoformat(r[1])) for r in open_ones], now.date())
+        if chosen is None:
             return
+        row = (chosen,)
         db.execute(
             "UPDATE followups SET status='done', closed_at=?, closed_by=?, note=? WHERE id=?",
             (

@@ -12,9 +12,9 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from pfhjem_msg.errors import OperatorRefused
+from pfhjem_msg.errors import NoSuchMessage, OperatorRefused
+from pfhjem_msg.lifecycle import ALL_STATES, PRUNABLE, UNFINISHED, may_prune, operator_move
 from pfhjem_msg.store.base import (
-    FINAL_STATES,
     AuditEntry,
     DeliveryInfo,
     DeliveryRow,
@@ -35,10 +35,6 @@ from pfhjem_msg.store.sqlite_base import (
     ts,
 )
 
-UNFINISHED_STATES = ("received", "parsed", "classified", "routed", "delivered")
-"""Still with the daemon; ``held`` waits for a person and is counted on its own."""
-PRUNABLE_STATES = ("done", "rejected", "duplicate", "discarded")
-"""Final states whose originals retention may delete; ``failed`` waits for an operator."""
 FOLLOWED_UP = "SELECT e.source_message_id FROM episodes e JOIN followups f ON f.episode_id = e.id WHERE f.status = 'open'"
 """Messages an open follow-up still needs: the case unit finds the patient through them."""
 
@@ -132,22 +128,23 @@ class OperatorQueries(SqliteBase):
         def work(db: sqlite3.Connection) -> str:
             row = db.execute("SELECT state, held_from FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
-                raise OperatorRefused(f"message {message_id} does not exist")
+                raise NoSuchMessage(message_id)
             state, held_from = row
             if state not in allowed:
                 raise OperatorRefused(
                     f"message {message_id} is {state} now, not {' or '.join(sorted(allowed))}: "
                     "it changed meanwhile; look at it with `pfhjem-msg messages show` and try again"
                 )
-            target = to_state or held_from or "received"
-            again = redraft or (to_state is None and held_from is None)
-            if retry_failed:
+            move = operator_move(message_id, state, held_from, to_state, redraft=redraft, retry_failed=retry_failed,
+                                 cancel_pending=cancel_pending, remember_held_from=remember_held_from)  # fmt: skip
+            target = move.target
+            if move.retry_failed:
                 db.execute(
                     "UPDATE deliveries SET status='pending', attempts=0, next_attempt_at=? "
                     "WHERE message_id=? AND status='failed'",
                     (ts(now), message_id),
                 )
-            if cancel_pending:
+            if move.cancel_pending:
                 db.execute(
                     "UPDATE deliveries SET status='cancelled', last_error=? "
                     "WHERE message_id=? AND status IN ('pending', 'failed')",
@@ -158,11 +155,11 @@ class OperatorQueries(SqliteBase):
                     "AND episode_id IN (SELECT id FROM episodes WHERE source_message_id=?)",
                     (ts(now), actor, f"the message was discarded: {reason}", message_id),
                 )
-            due = ts(now) if target in ("received", "parsed", "classified") else None
+            due = ts(now) if move.due_now else None
             db.execute(
                 "UPDATE messages SET state=?, state_reason=?, held_from=?, redraft=?, attempts=0, "
                 "next_attempt_at=?, updated_at=? WHERE id=?",
-                (target, reason, state if remember_held_from else None, int(again), due, ts(now), message_id),
+                (target, reason, move.held_from, int(move.again), due, ts(now), message_id),
             )
             self._event(db, message_id, now, actor, state, target, reason)
             self._audit(db, actor, f"{state} → {target}", message_id, reason, now)
@@ -180,7 +177,7 @@ class OperatorQueries(SqliteBase):
                 (message_id,),
             ).fetchone()
             if row is None:
-                raise OperatorRefused(f"message {message_id} does not exist")
+                raise NoSuchMessage(message_id)
             if row[6]:
                 raise OperatorRefused(
                     f"message {message_id}'s original was deleted by retention: nothing to replay"
@@ -225,7 +222,7 @@ class OperatorQueries(SqliteBase):
     def status_facts(self, now: datetime, receipt_deadline: datetime) -> StatusFacts:
         counts = {r[0]: r[1] for r in self._read("SELECT state, COUNT(*) FROM messages GROUP BY state")}
         oldest: tuple[int, datetime] | None = None
-        for state in UNFINISHED_STATES:
+        for state in (s for s in ALL_STATES if s in UNFINISHED):
             if not counts.get(state):
                 continue
             r = self._read(
@@ -285,23 +282,22 @@ class OperatorQueries(SqliteBase):
 
     def prune(self, payload_before: datetime, metadata_before: datetime | None, now: datetime,
               dry_run: bool = False) -> PruneResult:  # fmt: skip
-        states = ",".join(f"'{s}'" for s in PRUNABLE_STATES)
-        assert set(PRUNABLE_STATES) <= FINAL_STATES
+        states = ",".join(f"'{s}'" for s in sorted(PRUNABLE))
         before = self._size()
 
+        def candidates(db: sqlite3.Connection, cutoff: datetime, extra: str) -> list[int]:
+            """The store narrows by index; the lifecycle decides each row."""
+            rows = db.execute(
+                f"SELECT id, state, updated_at, id IN ({FOLLOWED_UP}) FROM messages "
+                f"WHERE state IN ({states}) AND updated_at < ?{extra} ORDER BY id",
+                (ts(cutoff),),
+            )
+            return [r[0] for r in rows
+                    if may_prune(r[1], datetime.fromisoformat(r[2]), cutoff, needed_by_open_followup=bool(r[3]))]  # fmt: skip
+
         def work(db: sqlite3.Connection) -> tuple[int, int]:
-            ids = [r[0] for r in db.execute(
-                f"SELECT id FROM messages WHERE state IN ({states}) AND pruned_at IS NULL AND updated_at < ? "
-                f"AND id NOT IN ({FOLLOWED_UP})",
-                (ts(payload_before),),
-            )]  # fmt: skip
-            old: list[int] = []
-            if metadata_before is not None:
-                old = [r[0] for r in db.execute(
-                    f"SELECT id FROM messages WHERE state IN ({states}) AND updated_at < ? "
-                    f"AND id NOT IN ({FOLLOWED_UP})",
-                    (ts(metadata_before),),
-                )]  # fmt: skip
+            ids = candidates(db, payload_before, " AND pruned_at IS NULL")
+            old = candidates(db, metadata_before, "") if metadata_before is not None else []
             if dry_run:
                 return len(ids), len(old)
             for chunk in chunks(ids):
