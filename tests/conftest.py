@@ -4,6 +4,7 @@ with a clear reason when it is absent."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from pfhjem_msg.kith.schemas import SchemaSet, load_schema_set
 from pfhjem_msg.kith.verdict import Options
+from pfhjem_msg.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -27,6 +29,14 @@ def real_sample_files() -> list[Path]:
 
 def sample_files() -> list[Path]:
     return sorted(p for p in SAMPLES.iterdir() if p.suffix in (".xml", ".eml"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """A real SQLite store of the daemon's kind in the test's own directory."""
+    s = SqliteStore(tmp_path / "state" / "pfhjem-msg.sqlite3")
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

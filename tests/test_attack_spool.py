@@ -4,7 +4,6 @@ of fixes did not cover, and variants that held: a real spool directory, a real S
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,13 +18,6 @@ SECRET = b"not for the store"
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state" / "pfhjem-msg.sqlite3")
-    yield s
-    s.close()
 
 
 def _stored(store: SqliteStore) -> list[bytes]:

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,13 +25,6 @@ SECRET = b"root:$6$not-for-the-store:19000:0:99999:7:::\n"
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "state" / "pfhjem-msg.sqlite3")
-    yield s
-    s.close()
 
 
 @pytest.fixture
