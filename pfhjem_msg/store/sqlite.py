@@ -3,7 +3,6 @@ messages here and what operators do in ``sqlite_ops``."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -47,29 +46,7 @@ class SqliteStore(OperatorQueries, FollowupQueries, Edi2Queries):
 
     def accept_many(self, items: Sequence[tuple[bytes, str]], now: datetime) -> list[Accepted]:
         def work(db: sqlite3.Connection) -> list[Accepted]:
-            out = []
-            for raw, source in items:
-                digest = hashlib.sha256(raw).hexdigest()
-                row = db.execute(
-                    "SELECT m.id FROM raw r JOIN messages m ON m.raw_id = r.id WHERE r.sha256 = ? "
-                    "ORDER BY m.id LIMIT 1",
-                    (digest,),
-                ).fetchone()
-                if row is not None:
-                    out.append(Accepted(row[0], False))
-                    continue
-                raw_id = db.execute(
-                    "INSERT INTO raw(sha256, size, bytes) VALUES (?,?,?)", (digest, len(raw), raw)
-                ).lastrowid
-                message_id = db.execute(
-                    "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?)",
-                    (raw_id, ts(now), source, "received", ts(now), ts(now)),
-                ).lastrowid
-                assert message_id is not None
-                self._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
-                out.append(Accepted(message_id, True))
-            return out
+            return [self._store_raw(db, raw, source, now) for raw, source in items]
 
         return self._tx(work)
 

@@ -13,6 +13,7 @@ is empty, not SQLite, another program's database (``PRAGMA application_id``) or 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import stat
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 from pfhjem_msg.errors import NoSuchMessage, StoreError
 from pfhjem_msg.logs import get_logger
-from pfhjem_msg.store.base import DeliveryRow, MessageRow
+from pfhjem_msg.store.base import Accepted, DeliveryRow, MessageRow
 
 T = TypeVar("T")
 log = get_logger("pfhjem_msg.store")
@@ -515,6 +516,29 @@ class SqliteBase:
         if row is None:
             raise NoSuchMessage(message_id)
         return str(row[0])
+
+    @classmethod
+    def _store_raw(cls, db: sqlite3.Connection, raw: bytes, source: str, now: datetime) -> Accepted:
+        """Keep the bytes as a new message, or name the message that already has the same bytes
+        (a hub's retry, the same message by two routes): one message per content."""
+        digest = hashlib.sha256(raw).hexdigest()
+        row = db.execute(
+            "SELECT m.id FROM raw r JOIN messages m ON m.raw_id = r.id WHERE r.sha256 = ? ORDER BY m.id LIMIT 1",
+            (digest,),
+        ).fetchone()
+        if row is not None:
+            return Accepted(int(row[0]), False)
+        raw_id = db.execute(
+            "INSERT INTO raw(sha256, size, bytes) VALUES (?,?,?)", (digest, len(raw), raw)
+        ).lastrowid
+        message_id = db.execute(
+            "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at) "
+            "VALUES (?,?,?,?,?,?)",
+            (raw_id, ts(now), source, "received", ts(now), ts(now)),
+        ).lastrowid
+        assert message_id is not None
+        cls._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
+        return Accepted(message_id, True)
 
     @staticmethod
     def _event(db: sqlite3.Connection, message_id: int, now: datetime, actor: str,

@@ -11,7 +11,6 @@ same transaction as the protocol's ``posted``.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -52,25 +51,8 @@ class Edi2Queries(SqliteBase):
             ).fetchone()
             if known is not None:
                 return Accepted(int(known[0]), False)
-            digest = hashlib.sha256(raw).hexdigest()
-            row = db.execute(
-                "SELECT m.id FROM raw r JOIN messages m ON m.raw_id = r.id WHERE r.sha256 = ? ORDER BY m.id LIMIT 1",
-                (digest,),
-            ).fetchone()
-            if row is not None:
-                message_id, new = int(row[0]), False
-            else:
-                raw_id = db.execute(
-                    "INSERT INTO raw(sha256, size, bytes) VALUES (?,?,?)", (digest, len(raw), raw)
-                ).lastrowid
-                cur = db.execute(
-                    "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at) "
-                    "VALUES (?,?,?,?,?,?)",
-                    (raw_id, ts(now), source, "received", ts(now), ts(now)),
-                )
-                assert cur.lastrowid is not None
-                message_id, new = cur.lastrowid, True
-                self._event(db, message_id, now, "daemon", None, "received", f"accepted from {source}")
+            stored = self._store_raw(db, raw, source, now)
+            message_id, new = stored.message_id, stored.new
             answers = (
                 db.execute("SELECT 1 FROM edi2_messages WHERE message_id = ?", (message_id,)).fetchone()
                 is None
