@@ -2,9 +2,19 @@
 
 A file is taken once it has not changed for ``settle`` seconds (the hub may write in place,
 not atomically). It is claimed by renaming it into ``.claimed/``, stored durably, then removed.
-A file claimed before a crash is found in ``.claimed/`` and stored again on the next scan;
+A file claimed before a crash is found in ``.claimed/`` and stored again on a later scan;
 storing is idempotent on the bytes, so nothing is doubled. A file that cannot be stored (the
 store is down, the disk full) stays in ``.claimed/`` and is retried; ``status`` shows it.
+
+Several daemons may take from one spool (shared storage, one PostgreSQL store). A claim renames
+the file to a name of its own in ``.claimed/`` (``.<claimer>.<name>``: the claiming scanner's
+random token, then the hub's name), so two daemons never rename onto the same name: a file the
+hub writes again under a name still waiting in ``.claimed/`` cannot replace it there. A scanner
+retries its own claimed files at once; another's only once it has seen them wait for
+``takeover_seconds`` (measured by its own clock, from when it first saw them, so the hosts'
+clocks do not matter): by then their claimer has died or cannot store them, and taking them
+over loses nothing, as storing the same bytes twice makes one message. A file waiting in
+``.claimed/`` under its bare name was claimed before this scheme and is retried at once.
 
 Everything in the spool is untrusted: whoever may write there may also put a symbolic link
 to a secret, a FIFO that never ends, a ``/proc`` file that says it is empty, or a huge file.
@@ -20,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
 import time
 from collections.abc import Callable
@@ -73,9 +84,28 @@ def claimed_waiting(directory: Path) -> Claimed:
     return Claimed(count, oldest)
 
 
+def claimed_name(claimer: str, name: str) -> str:
+    """The name a claimer gives a spool file in ``.claimed/``: a hub's name never starts with
+    a dot (such files are skipped), so it cannot be taken for one."""
+    return f".{claimer}.{name}"
+
+
+def split_claimed(entry: str) -> tuple[str | None, str]:
+    """(claimer, the hub's name) of an entry of ``.claimed/``; claimer None for a bare name."""
+    if entry.startswith("."):
+        claimer, dot, name = entry[1:].partition(".")
+        if dot and name:
+            return claimer, name
+    return None, entry
+
+
 class Spool:
     def __init__(self, directory: Path, store: Store, clock: Callable[[], datetime],
-                 settle_seconds: float = 1.0, max_bytes: int = 64 * 1024 * 1024) -> None:  # fmt: skip
+                 settle_seconds: float = 1.0, max_bytes: int = 64 * 1024 * 1024,
+                 takeover_seconds: float = 0.0) -> None:  # fmt: skip
+        """``takeover_seconds``: how long another claimer's files wait in ``.claimed/`` before
+        this one stores them (0 when this daemon is the spool's only reader: the claimer of
+        whatever waits there has died)."""
         self.directory = directory
         self.claimed = directory / CLAIMED
         self.refused = directory / REFUSED
@@ -94,6 +124,10 @@ class Spool:
         """Files stored since the start (for ``run --once``'s summary)."""
         self.refused_count = 0
         self._last_error: str | None = None
+        self.claimer = secrets.token_hex(6)
+        self.takeover = takeover_seconds
+        self._foreign: dict[str, float] = {}
+        """Another claimer's entries in ``.claimed/`` → when (monotonic) this one first saw them."""
 
     # -- scanning ------------------------------------------------------------------------------
 
@@ -112,25 +146,47 @@ class Spool:
             if claimed is None:
                 return 0
             try:
-                batch = sorted(os.listdir(claimed))[:limit]
-                waiting = set(batch)
+                entries = os.listdir(claimed)
+                batch = self._leftovers(entries)[:limit]
+                waiting = {name for claimer, name in map(split_claimed, entries) if claimer == self.claimer}
                 for name in self._ready(spool, max(0, limit - len(batch))):
                     if name in waiting:
                         continue  # an earlier file of that name is not stored yet: it goes first
+                    entry = claimed_name(self.claimer, name)
                     try:
-                        os.rename(name, name, src_dir_fd=spool, dst_dir_fd=claimed)
+                        os.rename(name, entry, src_dir_fd=spool, dst_dir_fd=claimed)
                     except FileNotFoundError:
                         continue  # taken by another scanner
                     except OSError as exc:
                         log.error("spool.claim_failed", file=name, error=exc.strerror)
                         continue
-                    batch.append(name)
+                    batch.append(entry)
                 self._last_error = None
                 return self._store(spool, claimed, batch)
             finally:
                 os.close(claimed)
         finally:
             os.close(spool)
+
+    def _leftovers(self, entries: list[str]) -> list[str]:
+        """The entries of ``.claimed/`` to store now, in order: this scanner's own (stored
+        again at once), bare names from before, and another claimer's once they have waited
+        ``takeover_seconds`` here. Another daemon's files in hand are left to it."""
+        now = time.monotonic()
+        seen, self._foreign = self._foreign, {}
+        out = []
+        for entry in sorted(entries):
+            claimer, _ = split_claimed(entry)
+            if claimer is None or claimer == self.claimer:
+                out.append(entry)
+                continue
+            first = self._foreign[entry] = seen.get(entry, now)
+            if now - first >= self.takeover:
+                out.append(entry)
+                if self.takeover:
+                    log.warning("spool.takeover", file=split_claimed(entry)[1], waited_seconds=round(now - first),
+                                note="claimed by another daemon that did not store it; stored here")  # fmt: skip
+        return out
 
     def _ready(self, spool: int, limit: int) -> list[str]:
         """The first ``limit`` names (in order) that are settled regular files or not regular
@@ -193,23 +249,26 @@ class Spool:
         """Store the claimed files in one transaction, then remove them; refuse the others."""
         items: list[tuple[str, bytes]] = []
         refusals: list[tuple[str, RefusedReason, int | None]] = []
-        for name in names:
-            outcome = self._read(claimed, name)
+        for entry in names:
+            outcome = self._read(claimed, entry)
             if isinstance(outcome, bytes):
-                items.append((name, outcome))
+                items.append((entry, outcome))
             elif outcome is not None:
-                refusals.append((name, *outcome))
-        moved = sum(self._refuse(spool, claimed, name, reason, size) for name, reason, size in refusals)
+                refusals.append((entry, *outcome))
+        moved = sum(self._refuse(spool, claimed, entry, reason, size) for entry, reason, size in refusals)
         if not items:
             return moved
         try:
-            accepted = self.store.accept_many([(data, f"spool:{name}") for name, data in items], self.clock())
+            accepted = self.store.accept_many(
+                [(data, f"spool:{split_claimed(entry)[1]}") for entry, data in items], self.clock()
+            )
         except StoreError as exc:
             log.error("spool.store_failed", files=len(items), error=str(exc)[:200])
             return moved
-        for (name, _), result in zip(items, accepted, strict=True):
+        for (entry, _), result in zip(items, accepted, strict=True):
+            name = split_claimed(entry)[1]
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=claimed)
+                os.unlink(entry, dir_fd=claimed)  # gone: another daemon took it over and stored it too
             if result.new:
                 metrics.child(metrics.received, "spool").inc()
             log.info("message.received", message_id=result.message_id, source="spool", file=name,
@@ -264,10 +323,12 @@ class Spool:
         except OSError:
             return None
 
-    def _refuse(self, spool: int, claimed: int, name: str, reason: RefusedReason, size: int | None) -> bool:
-        """Note the refusal in the store first (durably), then move the file to ``.refused/``.
-        False when either cannot be done: the file stays claimed and is tried again (and is
-        not counted as work done, so a broken ``.refused`` cannot spin the daemon)."""
+    def _refuse(self, spool: int, claimed: int, entry: str, reason: RefusedReason, size: int | None) -> bool:
+        """Note the refusal in the store first (durably), then move the file to ``.refused/``
+        under the hub's name. False when either cannot be done: the file stays claimed and is
+        tried again (and is not counted as work done, so a broken ``.refused`` cannot spin the
+        daemon)."""
+        name = split_claimed(entry)[1]
         refused = self._own_dir(spool, REFUSED)
         if refused is None:
             return False
@@ -283,7 +344,7 @@ class Spool:
                     break
                 target = f"{name}.{n}"
             try:
-                os.rename(name, target, src_dir_fd=claimed, dst_dir_fd=refused)
+                os.rename(entry, target, src_dir_fd=claimed, dst_dir_fd=refused)
             except OSError as exc:
                 log.error("spool.refuse_move_failed", file=name, error=exc.strerror)
                 return False
