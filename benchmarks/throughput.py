@@ -9,14 +9,22 @@ end-to-end speed / bare-loop speed. End to end is the whole command, process sta
 the worker processes' schema compilation) included; ``intake_to_last_apprec`` leaves those
 out. Exit 1 when the end-to-end rate is under the floor.
 
+With ``--store postgresql`` the same files are also run through a PostgreSQL store (a fresh
+database on ``--pg`` that is dropped afterwards), by ``--daemons`` ``run --once`` processes
+started together on one spool; the SQLite figure and the bare loop of the same run stand
+beside it, with the ratios between them. The floor applies to the SQLite figure.
+
     python benchmarks/throughput.py [--messages 2000] [--floor 500]
+    python benchmarks/throughput.py --store postgresql [--daemons 2] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import secrets
 import sqlite3
 import statistics
 import subprocess
@@ -24,8 +32,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
@@ -104,15 +114,25 @@ def disk_probe(directory: Path, count: int = 500) -> float:
     return count / (time.perf_counter() - start)
 
 
-def timings(db: Path) -> tuple[list[float], float]:
+TIMES = (
+    "SELECT m.received_at, d.delivered_at FROM messages m JOIN deliveries d ON d.message_id = m.id "
+    "WHERE d.kind = 'apprec' AND d.delivered_at IS NOT NULL"
+)
+
+
+def timings(db: Path | str) -> tuple[list[float], float]:
     """Seconds from each message's acceptance to its AppRec written; and the seconds from the
-    first acceptance to the last AppRec (the run without process start-up and shut-down)."""
-    con = sqlite3.connect(db)
-    rows = con.execute(
-        "SELECT m.received_at, d.delivered_at FROM messages m JOIN deliveries d ON d.message_id = m.id "
-        "WHERE d.kind = 'apprec' AND d.delivered_at IS NOT NULL"
-    ).fetchall()
-    con.close()
+    first acceptance to the last AppRec (the run without process start-up and shut-down).
+    ``db``: the SQLite file, or a PostgreSQL URL."""
+    if isinstance(db, Path):
+        con = sqlite3.connect(db)
+        rows = con.execute(TIMES).fetchall()
+        con.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(db) as pg:
+            rows = pg.execute(TIMES).fetchall()
     pairs = [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in rows]
     span = (max(b for _, b in pairs) - min(a for a, _ in pairs)).total_seconds() if pairs else 0.0
     return [(b - a).total_seconds() for a, b in pairs], span
@@ -123,10 +143,78 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+@contextlib.contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``admin_url``, dropped afterwards:
+    the URL to it."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = f"pfhjem_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    url = "postgresql://{user}@{host}:{port}/{dbname}".format(
+        user=params.get("user", "postgres"), host=params.get("host", "127.0.0.1"),
+        port=params.get("port", 5432), dbname=name,
+    )  # fmt: skip
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def run_daemons(base: Path, files: list[Path], store_url: str | None, daemons: int) -> dict[str, Any] | None:
+    """Put the files into a fresh spool under ``base`` and time ``daemons`` concurrent
+    ``run --once`` processes on it until every one has finished. None when one failed."""
+    config = base / "config.toml"
+    text = CONFIG.format(registry=ROOT / "config" / "gp-registry.csv")
+    if store_url is not None:
+        text += f'[store]\nurl = "{store_url}"\n'
+    config.write_text(text, encoding="utf-8")
+    inbox = base / "var" / "inbox"
+    inbox.mkdir(parents=True)
+    for p in files:
+        os.link(p, inbox / p.name)
+    os.sync()  # the benchmark's own files on disk first: the daemon is not charged for them
+    command = [sys.executable, "-m", "pfhjem_msg", "run", "--once", "--config", str(config)]
+    start = time.perf_counter()
+    procs = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+             for _ in range(daemons)]  # fmt: skip
+    errors = [p.communicate()[1] for p in procs]
+    seconds = time.perf_counter() - start
+    for p, err in zip(procs, errors, strict=True):
+        if p.returncode != 0:
+            sys.stderr.write(err.decode("utf-8", "replace")[-2000:])
+            return None
+    outbox = base / "var" / "outbox"
+    lat, span = timings(store_url or base / "var" / "pfhjem-msg.sqlite3")
+    n = len(files)
+    return {
+        "daemons": daemons,
+        "apprecs_written": len(list(outbox.glob("apprec-*.xml"))),
+        "gp_copies_written": len(list(outbox.glob("gpcopy-*.xml"))),
+        "end_to_end_messages_per_s": round(n / seconds, 1),
+        "end_to_end_seconds": round(seconds, 3),
+        "intake_to_last_apprec_messages_per_s": round(n / span, 1) if span else None,
+        "latency_intake_to_apprec_p50_s": round(statistics.median(lat), 3) if lat else None,
+        "latency_intake_to_apprec_p99_s": round(percentile(lat, 0.99), 3) if lat else None,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=2000)
-    ap.add_argument("--floor", type=float, default=500.0, help="messages/s end to end (default 500)")
+    ap.add_argument(
+        "--floor", type=float, default=500.0, help="messages/s end to end on SQLite (default 500)"
+    )
+    ap.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite",
+                    help="postgresql: also run the files through a PostgreSQL store")  # fmt: skip
+    ap.add_argument("--daemons", type=int, default=1, help="daemons sharing the PostgreSQL store (default 1)")
+    ap.add_argument("--pg", default=os.environ.get("PFHJEM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"),
+                    help="a PostgreSQL server to create the benchmark's database on (connect as a user who may)")  # fmt: skip
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("PFHJEM_BENCH_DIR")) as tmp:
         base = Path(tmp)
@@ -135,49 +223,40 @@ def main() -> int:
         files = make_messages(source, args.messages)
         bare_seconds = bare_loop(files)
         disk_files_per_s = disk_probe(base / "probe")
-        config = base / "config.toml"
-        config.write_text(CONFIG.format(registry=ROOT / "config" / "gp-registry.csv"), encoding="utf-8")
-        inbox = base / "var" / "inbox"
-        inbox.mkdir(parents=True)
-        for p in files:
-            os.link(p, inbox / p.name)
-        os.sync()  # the benchmark's own files on disk first: the daemon is not charged for them
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "pfhjem_msg", "run", "--once", "--config", str(config)],
-            capture_output=True,
-            cwd=ROOT,
-        )
-        e2e_seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr.decode("utf-8", "replace")[-2000:])
-            return 2
-        outbox = base / "var" / "outbox"
-        apprecs = len(list(outbox.glob("apprec-*.xml")))
-        gp_copies = len(list(outbox.glob("gpcopy-*.xml")))
-        lat, span = timings(base / "var" / "pfhjem-msg.sqlite3")
         mean_bytes = sum(p.stat().st_size for p in files) / len(files)
-    e2e_rate = args.messages / e2e_seconds
+        sqlite = run_daemons(base / "sqlite", files, None, 1)
+        if sqlite is None:
+            return 2
+        pg = None
+        if args.store == "postgresql":
+            with fresh_database(args.pg) as url:
+                pg = run_daemons(base / "postgresql", files, url, args.daemons)
+            if pg is None:
+                return 2
+    e2e_rate = sqlite["end_to_end_messages_per_s"]
     bare_rate = args.messages / bare_seconds
-    result = {
+    result: dict[str, Any] = {
         "messages": args.messages,
         "mean_message_bytes": round(mean_bytes),
         "marked": args.messages // 2,
-        "apprecs_written": apprecs,
-        "gp_copies_written": gp_copies,
-        "end_to_end_messages_per_s": round(e2e_rate, 1),
-        "end_to_end_seconds": round(e2e_seconds, 3),
-        "intake_to_last_apprec_messages_per_s": round(args.messages / span, 1) if span else None,
-        "latency_intake_to_apprec_p50_s": round(statistics.median(lat), 3) if lat else None,
-        "latency_intake_to_apprec_p99_s": round(percentile(lat, 0.99), 3) if lat else None,
+        **{k: v for k, v in sqlite.items() if k != "daemons"},
         "bare_lxml_parse_validate_messages_per_s": round(bare_rate, 1),
         "ratio_end_to_end_to_bare": round(e2e_rate / bare_rate, 4),
         "disk_probe_fsynced_files_per_s": round(disk_files_per_s, 1),
         "floor_messages_per_s": args.floor,
         "durable": "intake and delivery commits fsynced (WAL, FULL); files flushed before rename, names flushed",
     }
+    if pg is not None:
+        result["postgresql"] = {
+            **pg,
+            "ratio_end_to_end_to_bare": round(pg["end_to_end_messages_per_s"] / bare_rate, 4),
+            "ratio_end_to_end_to_sqlite": round(pg["end_to_end_messages_per_s"] / e2e_rate, 4),
+        }
     print(json.dumps(result, indent=2))
-    return 0 if e2e_rate >= args.floor and apprecs == args.messages else 1
+    complete = sqlite["apprecs_written"] == args.messages and (
+        pg is None or pg["apprecs_written"] == args.messages
+    )
+    return 0 if e2e_rate >= args.floor and complete else 1
 
 
 if __name__ == "__main__":

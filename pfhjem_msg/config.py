@@ -150,6 +150,9 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sweep_seconds: float = 2.0
+    lease_seconds: float = 60.0
+    """How long a claim on a message or delivery lasts unless renewed: after a daemon dies,
+    another takes its work over after at most this long (``pfhjem_msg.lease``)."""
     workers: int = 1
     """Processes that read and decide messages (1: the daemon's own process)."""
     retention: RetentionSettings = field(default_factory=RetentionSettings)
@@ -308,6 +311,7 @@ def _settings(path: Path, f: model.ConfigFile, raw: dict[str, Any], signing: Sig
         ),
         retry=RetryPolicy(**f.retry.model_dump()),
         sweep_seconds=f.daemon.sweep_seconds,
+        lease_seconds=f.daemon.lease_seconds,
         workers=f.daemon.workers,
         retention=RetentionSettings(f.retention.payload_days, f.retention.metadata_days),
         followups=FollowupSettings(f.followups.closing_reminder_days, f.followups.sweep_minutes),

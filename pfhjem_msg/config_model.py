@@ -326,6 +326,8 @@ class Daemon(Section):
     workers: Count | None = None
     """None until the whole file is valid: then one per core, at most four."""
     sweep_seconds: Interval = 2.0
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    """How long a daemon's claim on a message or delivery lasts unless renewed (several daemons)."""
 
 
 class Retention(Section):

@@ -10,7 +10,11 @@ One thread owns the pipeline: the scheduler only marks periodic work due (the fo
 sweep, the overdue-receipt check, EDI 2.0 receipts, retention, the metrics refresh) and wakes
 the loop; the pipeline's thread does that work between rounds, never beside one.
 
-Either one holds the store's lock (``pfhjem_msg.lock``): one daemon per store. The service
+On the SQLite file either one holds the store's lock (``pfhjem_msg.lock``): one daemon per
+store. On PostgreSQL any number of daemons share the store: each claims the messages and
+deliveries it works on under a lease (``pfhjem_msg.lease``), and each periodic job runs on one
+daemon at a time, under the store's ``exclusive`` lock; the EDI 2.0 intake round too, as its
+exactly-once protocol assumes one poller. The service
 speaks systemd's notify protocol (``pfhjem_msg.notify``) and reloads its configuration on
 SIGHUP, between rounds, on the pipeline's thread: the new file is validated first and applied
 only if it is valid. What a running daemon cannot change (the store, the spool, the SMTP
@@ -35,7 +39,8 @@ from pfhjem_msg.config import Settings, load
 from pfhjem_msg.errors import ConfigError, PfhjemError
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.intake.spool import Spool
-from pfhjem_msg.lock import StoreLock
+from pfhjem_msg.lease import Lease, daemon_id
+from pfhjem_msg.lock import StoreLock, runs_alone
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline, readable_by
 from pfhjem_msg.store import open_store
@@ -106,7 +111,11 @@ class Daemon:
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = _checked(settings)
         self.clock = clock
-        self.lock = StoreLock.acquire(settings.state_dir)  # before the workers, which it must not start twice
+        self.id = daemon_id()
+        """What this daemon writes on the rows it claims (host, pid, a random part)."""
+        self.alone = runs_alone(settings)
+        # Before the workers, which it must not start twice.
+        self.lock = StoreLock.acquire(settings.state_dir) if self.alone else None
         self._round_began: float | None = None
         """When the round in hand began (monotonic); None between rounds. The watchdog reads it."""
         self._due: set[str] = set()
@@ -116,8 +125,13 @@ class Daemon:
         drafts = DraftPool(settings, settings.workers)
         drafts.start()
         self.store: DaemonStore = open_store(settings.state_dir)
-        self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp, drafts=drafts)
+        if self.alone:
+            self.store.release_claims(None)  # an earlier daemon's: it has died, the lock says so
+        lease = Lease(self.id, settings.lease_seconds, self.store, clock)
+        self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp, drafts=drafts,
+                                 lease=lease)  # fmt: skip
         self._delivery = ThreadPoolExecutor(1, thread_name_prefix="delivery")
+        self.spool: Spool | None = None
         self.spool = self._spool(settings)
         self.edi2: Edi2Intake | None = None
         self._edi2_next = 0.0
@@ -142,6 +156,10 @@ class Daemon:
             self.clock,
             settings.intake.settle_seconds,
             settings.kith.limits.max_bytes,
+            # Alone, whatever waits in .claimed was left by a daemon that died; shared, another
+            # daemon's files wait there while it stores them.
+            takeover_seconds=0.0 if self.alone else settings.lease_seconds,
+            claimer=self.spool.claimer if self.spool else None,  # a reload keeps its claimed files
         )
 
     def close(self) -> None:
@@ -150,8 +168,14 @@ class Daemon:
         self.pipeline.close()
         if self.pipeline.edi2 is not None:
             self.pipeline.edi2.close()
+        try:
+            self.store.release_claims(self.id)  # what is left is free for the others at once
+        except PfhjemError as exc:
+            log.warning("daemon.release_failed", error=type(exc).__name__,
+                        note="other daemons take this one's work over when its lease expires")  # fmt: skip
         self.store.close()
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
 
     def reload(self) -> bool:
         """Read the configuration file again and apply it if it is valid; keep the running one
@@ -183,6 +207,7 @@ class Daemon:
         self.pipeline.settings = new
         self.pipeline.policy = new.retry
         self.pipeline.smtp = new.smtp
+        self.pipeline.lease.seconds = new.lease_seconds
         self.settings = new
         self.spool = self._spool(new)
         if keep:
@@ -224,6 +249,7 @@ class Daemon:
         creating and flushing files is mostly the kernel's work, which then overlaps with
         taking in and committing messages here. Each delivery is still marked delivered only
         once durable, and the round returns only when both are finished."""
+        self.pipeline.lease.keep()
         delivering = self._delivery.submit(self.pipeline.deliver_due, 500)
         try:
             work = self.spool.scan(limit=200) if self.spool else 0
@@ -243,7 +269,11 @@ class Daemon:
         now = time.monotonic()
         if not force and now < self._edi2_next:
             return 0
-        result = self.edi2.round()
+        with self.store.exclusive("edi2_intake") as mine:
+            if not mine:  # another daemon polls the service just now
+                self._edi2_next = now + self.settings.edi2.poll_seconds
+                return 0
+            result = self.edi2.round()
         self._edi2_next = now + (0 if result.waiting else self.settings.edi2.poll_seconds)
         if result.stored:
             metrics.child(metrics.received, "edi2").inc(result.stored)
@@ -315,8 +345,22 @@ class Daemon:
             due, self._due = self._due, set()
         for name in ("followups", "receipts", "edi2_receipts", "retention", "metrics"):
             if name in due:
-                self._guarded(self._periodic(name))()
+                self._guarded(self._exclusively(name))()
         return len(due)
+
+    def _exclusively(self, name: str) -> Callable[[], None]:
+        """The periodic job ``name`` unless another daemon on the store does it just now (it
+        is then done there; this daemon's next tick tries again)."""
+
+        def job() -> None:
+            with self.store.exclusive(name) as mine:
+                if mine:
+                    self._periodic(name)()
+                else:
+                    log.debug("daemon.job_elsewhere", job=name)
+
+        job.__name__ = name
+        return job
 
     def _guarded(self, job: Callable[[], object]) -> Callable[[], None]:
         """A scheduled job that logs its failure instead of stopping the scheduler's thread."""
@@ -336,9 +380,13 @@ class Daemon:
         if self.spool:
             self.spool.wait_until_settled()  # a file copied in just now is taken, not left
         self._until_idle()
-        if self.pipeline.sweep_followups():
+        with self.store.exclusive("followups") as mine:
+            swept = mine and self.pipeline.sweep_followups()
+        if swept:
             self._until_idle()
-        self.pipeline.poll_edi2_receipts()
+        with self.store.exclusive("edi2_receipts") as mine:
+            if mine:
+                self.pipeline.poll_edi2_receipts()
         spooled = self.spool.report_once() if self.spool else {}
         counts = self.store.counts()
         log.info("daemon.once_done", **{f"spool_{k}": v for k, v in spooled.items()},

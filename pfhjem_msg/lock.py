@@ -1,8 +1,10 @@
-"""One daemon per store: an exclusive lock on a file in the state directory.
+"""One daemon per SQLite store: an exclusive lock on a file in the state directory.
 
-Two daemons on one store would both pick the same due deliveries and send them twice, so
-``run`` (and ``run --once``) hold the lock for as long as they live; operator commands do not
-take it and work beside a running daemon. The lock is a POSIX record lock (``lockf``) rather
+The SQLite file is for one daemon on one machine: ``run`` (and ``run --once``) hold the lock
+for as long as they live, and a second daemon on the same store is refused; operator commands
+do not take it and work beside a running daemon. Several daemons share a PostgreSQL store,
+where the rows' claims (``pfhjem_msg.lease``) keep them from doing the same work twice; they
+take no file lock. The lock is a POSIX record lock (``lockf``) rather
 than ``flock``: forked drafting workers do not inherit it, so a daemon killed with SIGKILL
 frees its store at once, even while its workers are still going down. The file holds the
 holder's pid, for the message a second daemon prints.
@@ -15,10 +17,19 @@ import fcntl
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pfhjem_msg.errors import PfhjemError, StoreError
 
+if TYPE_CHECKING:
+    from pfhjem_msg.config import Settings
+
 LOCK_NAME = "pfhjem-msg.lock"
+
+
+def runs_alone(settings: Settings) -> bool:
+    """Whether this daemon must be its store's only one: on the SQLite file, yes."""
+    return getattr(settings, "store_url", None) is None
 
 
 class StoreBusy(PfhjemError):

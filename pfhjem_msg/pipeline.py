@@ -27,6 +27,7 @@ from pfhjem_msg.followups import Followup, Phase, due_phase, local_date, reminde
 from pfhjem_msg.kith import gpcopy
 from pfhjem_msg.kith.apprec import apprec_status
 from pfhjem_msg.kith.verdict import examine
+from pfhjem_msg.lease import DEFAULT_SECONDS, Lease, daemon_id
 from pfhjem_msg.lifecycle import OUTCOMES
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.retry import RetryPolicy
@@ -74,8 +75,11 @@ class Pipeline:
         rng: random.Random | None = None,
         workers: int = 1,
         drafts: DraftPool | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.store = store
+        self.lease = lease or Lease(daemon_id(), DEFAULT_SECONDS, store, clock)
+        """This daemon's claims: what it processes and delivers is claimed first."""
         self.settings = settings
         self.clock = clock
         self.policy = policy or RetryPolicy()
@@ -101,9 +105,8 @@ class Pipeline:
         own, so a message that crashes the process is counted alone and its neighbours are
         not. Returns the number of messages started and finished."""
         busy = set(self._inflight.attempts) if self._inflight else set()
-        due = [
-            d for d in self.store.due_messages(self.clock(), limit + len(busy)) if d.message_id not in busy
-        ]
+        claimed = self.store.claim_messages(self.lease.owner, self.clock(), self.lease.until(), limit + len(busy))
+        due = [d for d in claimed if d.message_id not in busy]
         due = due[:limit]
         if due:
             self.drafts.ready()
@@ -179,7 +182,7 @@ class Pipeline:
 
     def _commit(self, changes: list[Change], now: datetime) -> None:
         if changes:
-            self.store.apply(changes, now)
+            self.store.apply(changes, now, owner=self.lease.owner)
         for c in changes:
             self._log(c.message_id, c.steps[-1].to_state, c.facts)
 
@@ -281,7 +284,7 @@ class Pipeline:
     def deliver_due(self, limit: int = 500) -> int:
         """Perform due deliveries: e-mails one by one, files as one batch (see
         ``transport.dir``); each is marked delivered only once it is durable."""
-        due = self.store.due_deliveries(self.clock(), limit)
+        due = self.store.claim_deliveries(self.lease.owner, self.clock(), self.lease.until(), limit)
         done: list[int] = []
         files: list[tuple[DeliveryRow, dir_transport.FileDelivery]] = []
         directories: dict[str, Path] = {}
@@ -300,6 +303,7 @@ class Pipeline:
                 group = self.settings.hub_group if kind == "hub" else groups.get(target)
                 files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload, group)))
                 continue
+            self.lease.keep()  # e-mails go one by one, each may take a while
             try:
                 if kind == SEND_DESTINATION:
                     self._send_edi2(d)
@@ -318,7 +322,7 @@ class Pipeline:
             else:
                 self._delivery_failed(d, error)
         if done:
-            for message_id, state in self.store.delivered(done, self.clock()):
+            for message_id, state in self.store.delivered(done, self.clock(), owner=self.lease.owner):
                 self._log(message_id, state, None)
         return len(due)
 
@@ -381,7 +385,7 @@ class Pipeline:
             if isinstance(exc, TransientDeliveryError)
             else None
         )
-        self.store.delivery_failed(d.id, str(exc), now, retry_at)
+        self.store.delivery_failed(d.id, str(exc), now, retry_at, owner=self.lease.owner)
         # The class of what went wrong (the SMTP or OS exception under ours) and where: enough to
         # tell a refused address from a peer that is down without reading the store; the error
         # text stays in the store, as a peer's reply may quote anything.

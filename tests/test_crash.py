@@ -9,7 +9,6 @@ CI runs it with a fixed seed. By hand, bigger:
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import signal
@@ -18,57 +17,26 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
-from lxml import etree
-
 from pfhjem_msg.store.sqlite import SqliteStore
-from tests.conftest import ROOT, SAMPLES, free_port, write_config
+from tests.conftest import ROOT, free_port, write_config
+from tests.crash_helpers import (
+    apprecs_by_original,
+    case_unit_files,
+    hand_over,
+    make_messages,
+    mime_mail,
+    spool_left,
+    start,
+)
 
 MESSAGES = int(os.environ.get("PFHJEM_CRASH_MESSAGES", "500"))
 SEED = int(os.environ.get("PFHJEM_CRASH_SEED", "20261122"))
 FEED_SECONDS = float(os.environ.get("PFHJEM_CRASH_FEED_SECONDS", "8"))
 """How long the hub takes to hand over all messages: the daemon is killed throughout."""
 MIN_KILLS = 5
-SEEDS = ["dlg11-marked-tema.xml", "dlg11-unmarked.xml", "epi12-marked-msgdescr.xml", "dlg10-notat-unmarked.xml",
-         "dlg11-marked-attachment.xml", "epi12-unmarked.xml"]  # fmt: skip
-
-
-def make_messages(count: int, rng: random.Random) -> list[tuple[str, bytes]]:
-    seeds = [(SAMPLES / name).read_bytes() for name in SEEDS]
-    out = []
-    for i in range(count):
-        seed = seeds[i % len(seeds)]
-        old = etree.fromstring(seed).findtext("{*}MsgInfo/{*}MsgId") or etree.fromstring(seed).findtext(
-            "{*}MsgId"
-        )
-        new = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        out.append((new, seed.replace(old.encode(), new.encode())))  # type: ignore[union-attr]
-    return out
-
-
-def mime_mail(msg_id: str, data: bytes) -> bytes:
-    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
-    return (
-        b"From: hub@fjordvik.example\r\nTo: pfhjem@fjordvik.example\r\nSubject: "
-        + msg_id.encode()
-        + b"\r\nMIME-Version: 1.0\r\nContent-Type: application/xml\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        + body
-    )
-
-
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start the daemon and wait until it serves (kills are only meaningful mid-work)."""
-    before = log.read_bytes().count(b"daemon.started") if log.exists() else 0
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pfhjem_msg", "run", "--config", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
-    deadline = time.time() + 30
-    while log.read_bytes().count(b"daemon.started") <= before and time.time() < deadline:
-        time.sleep(0.02)
-    return proc
 
 
 def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path: Path) -> None:
@@ -90,9 +58,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path: Path) ->
 
     def feed_spool() -> None:
         for i, (msg_id, data) in enumerate(by_spool):
-            temp = inbox / f".{i:05d}.tmp"
-            temp.write_bytes(data)
-            os.replace(temp, inbox / f"{i:05d}-{msg_id}.xml")  # the hub writes atomically here
+            hand_over(inbox, i, msg_id, data)
             time.sleep(FEED_SECONDS / len(by_spool))
 
     def feed_smtp() -> None:
@@ -133,8 +99,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path: Path) ->
     assert drain.returncode == 0, drain.stderr[-2000:]
 
     assert accepted_smtp == {m for m, _ in by_smtp}, "the SMTP feeder gave up on some messages"
-    assert [p.name for p in inbox.iterdir() if not p.name.startswith(".")] == []
-    assert list((inbox / ".claimed").iterdir()) == []
+    assert spool_left(inbox) == []
 
     store = SqliteStore(tmp_path / "var" / "pfhjem-msg.sqlite3")
     counts = store.counts()
@@ -151,13 +116,11 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(tmp_path: Path) ->
     assert Counter(ids) == Counter(m for m, _ in messages)
 
     outbox = tmp_path / "var" / "outbox"
-    originals = Counter(
-        etree.parse(str(p)).findtext("{*}OriginalMsgId/{*}Id") for p in outbox.glob("apprec-*.xml")
-    )
+    originals = apprecs_by_original(outbox)
     assert originals == Counter(m for m, _ in messages), "an AppRec is missing or doubled"
     gp_copies = Counter(p.name.split("-")[1] for p in outbox.glob("gpcopy-*.xml"))
     assert gp_copies and max(gp_copies.values()) == 1, "a GP copy is doubled"
-    case_unit = [p for unit in (tmp_path / "var" / "case-units").iterdir() for p in unit.iterdir()]
+    case_unit = case_unit_files(tmp_path / "var" / "case-units")
     assert len(case_unit) == MESSAGES and len({p.name.split("-", 1)[0] for p in case_unit}) == MESSAGES
     assert kills >= MIN_KILLS
     print(f"\ncrash test: {MESSAGES} messages, {kills} SIGKILLs, seed {SEED}: nothing lost, nothing doubled")

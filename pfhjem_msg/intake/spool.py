@@ -102,10 +102,11 @@ def split_claimed(entry: str) -> tuple[str | None, str]:
 class Spool:
     def __init__(self, directory: Path, store: Store, clock: Callable[[], datetime],
                  settle_seconds: float = 1.0, max_bytes: int = 64 * 1024 * 1024,
-                 takeover_seconds: float = 0.0) -> None:  # fmt: skip
+                 takeover_seconds: float = 0.0, claimer: str | None = None) -> None:  # fmt: skip
         """``takeover_seconds``: how long another claimer's files wait in ``.claimed/`` before
         this one stores them (0 when this daemon is the spool's only reader: the claimer of
-        whatever waits there has died)."""
+        whatever waits there has died). ``claimer``: the token of a spool this one replaces
+        in the same daemon (a reload), so its claimed files stay its own."""
         self.directory = directory
         self.claimed = directory / CLAIMED
         self.refused = directory / REFUSED
@@ -124,7 +125,7 @@ class Spool:
         """Files stored since the start (for ``run --once``'s summary)."""
         self.refused_count = 0
         self._last_error: str | None = None
-        self.claimer = secrets.token_hex(6)
+        self.claimer = claimer or secrets.token_hex(6)
         self.takeover = takeover_seconds
         self._foreign: dict[str, float] = {}
         """Another claimer's entries in ``.claimed/`` → when (monotonic) this one first saw them."""
