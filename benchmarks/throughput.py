@@ -185,8 +185,8 @@ def run_daemons(base: Path, files: list[Path], store_url: str | None, daemons: i
              for _ in range(daemons)]  # fmt: skip
     errors = [p.communicate()[1] for p in procs]
     seconds = time.perf_counter() - start
-    for p, err in zip(procs, errors, strict=True):
-        if p.returncode != 0:
+    for proc, err in zip(procs, errors, strict=True):
+        if proc.returncode != 0:
             sys.stderr.write(err.decode("utf-8", "replace")[-2000:])
             return None
     outbox = base / "var" / "outbox"

@@ -105,7 +105,9 @@ class Pipeline:
         own, so a message that crashes the process is counted alone and its neighbours are
         not. Returns the number of messages started and finished."""
         busy = set(self._inflight.attempts) if self._inflight else set()
-        claimed = self.store.claim_messages(self.lease.owner, self.clock(), self.lease.until(), limit + len(busy))
+        claimed = self.store.claim_messages(
+            self.lease.owner, self.clock(), self.lease.until(), limit + len(busy)
+        )
         due = [d for d in claimed if d.message_id not in busy]
         due = due[:limit]
         if due:

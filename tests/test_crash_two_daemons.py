@@ -24,7 +24,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_config
-from tests.crash_helpers import apprecs_by_original, case_unit_files, hand_over, make_messages, spool_left, start
+from tests.crash_helpers import (
+    apprecs_by_original,
+    case_unit_files,
+    hand_over,
+    make_messages,
+    spool_left,
+    start,
+)
 
 MESSAGES = int(os.environ.get("PFHJEM_CRASH2_MESSAGES", "240"))
 KILLS = int(os.environ.get("PFHJEM_CRASH2_KILLS", "6"))

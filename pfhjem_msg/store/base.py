@@ -7,6 +7,7 @@ Backends implement ``Store``; ``tests/test_store_contract.py`` is the contract e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal, Protocol
@@ -277,10 +278,11 @@ class Store(Protocol):
     def find_duplicate(self, message_id: int, msg_id: str, sender_her: str | None) -> int | None:
         """An earlier message (not this one) with the same MsgId from the same sender."""
 
-    def apply(self, changes: Sequence[Change], now: datetime) -> None:
+    def apply(self, changes: Sequence[Change], now: datetime, owner: str | None = None) -> None:
         """Commit the changes of several messages in one transaction: for each, append an
         event per step, add its deliveries (once per kind), record facts and receipt, reset
-        the attempt count; a message whose deliveries are all done finishes at once."""
+        the attempt count; a message whose deliveries are all done finishes at once.
+        ``owner``: only for the messages it still holds (``claim_messages``)."""
 
     def transition(
         self,
@@ -298,13 +300,17 @@ class Store(Protocol):
 
     def deliveries(self, message_id: int) -> list[DeliveryRow]: ...
 
-    def delivered(self, delivery_ids: Sequence[int], now: datetime) -> list[tuple[int, str]]:
+    def delivered(self, delivery_ids: Sequence[int], now: datetime,
+                  owner: str | None = None) -> list[tuple[int, str]]:  # fmt: skip
         """Mark deliveries done; a message whose deliveries are all done reaches its final
         state (``done``, or ``rejected`` after a negative AppRec) in the same transaction.
-        Returns (message id, final state) of the messages that finished."""
+        Returns (message id, final state) of the messages that finished. ``owner``: only the
+        deliveries it still holds (``claim_deliveries``)."""
 
-    def delivery_failed(self, delivery_id: int, error: str, now: datetime, retry_at: datetime | None) -> None:
-        """Record a failed attempt; ``retry_at`` None means no more tries (permanent)."""
+    def delivery_failed(self, delivery_id: int, error: str, now: datetime, retry_at: datetime | None,
+                        owner: str | None = None) -> None:  # fmt: skip
+        """Record a failed attempt; ``retry_at`` None means no more tries (permanent).
+        ``owner``: only if it still holds the delivery."""
 
     def events(self, message_id: int) -> list[Event]: ...
 
@@ -334,6 +340,27 @@ class Store(Protocol):
     def counts(self) -> dict[str, int]: ...
 
     def close(self) -> None: ...
+
+
+class ClaimStore(Protocol):
+    """Several daemons on one store (``pfhjem_msg.lease``, ``store.claims``)."""
+
+    def claim_messages(self, owner: str, now: datetime, until: datetime, limit: int) -> list[Due]:
+        """The due messages (as ``due_messages``) that nobody else holds, now held by ``owner``
+        until ``until``; up to ``limit``, oldest first."""
+
+    def claim_deliveries(self, owner: str, now: datetime, until: datetime, limit: int) -> list[DeliveryRow]:
+        """The due deliveries (as ``due_deliveries``) that nobody else holds, now held by
+        ``owner`` until ``until``."""
+
+    def renew_claims(self, owner: str, until: datetime) -> int:
+        """Extend what ``owner`` holds to ``until``; how many rows."""
+
+    def release_claims(self, owner: str | None) -> int:
+        """Free what ``owner`` holds, or (None) every claim."""
+
+    def exclusive(self, name: str) -> AbstractContextManager[bool]:
+        """True while no other daemon does the job ``name``."""
 
 
 class FollowupStore(Protocol):

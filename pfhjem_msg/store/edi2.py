@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from pfhjem_msg.edi2.intake import Edi2Health, Edi2IntakeStore
-from pfhjem_msg.store.base import DeliveryRow, OperatorStore
+from pfhjem_msg.store.base import ClaimStore, DeliveryRow, OperatorStore
 from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION
 
 __all__ = ["APPREC_DESTINATION", "SEND_DESTINATION", "DaemonStore", "Edi2Store"]
@@ -32,5 +32,5 @@ class Edi2Store(Edi2IntakeStore, Protocol):
     def edi2_save_health(self, health: Edi2Health, now: datetime) -> None: ...
 
 
-class DaemonStore(OperatorStore, Edi2Store, Protocol):
+class DaemonStore(OperatorStore, Edi2Store, ClaimStore, Protocol):
     """Everything the daemon uses."""

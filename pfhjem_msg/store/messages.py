@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pfhjem_msg.errors import NoSuchMessage, StoreError
-from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING, State
+from pfhjem_msg.lifecycle import PROCESSING, State
 from pfhjem_msg.store.base import (
     Accepted,
     Change,
@@ -21,6 +21,7 @@ from pfhjem_msg.store.base import (
     RefusedReason,
     Transition,
 )
+from pfhjem_msg.store.claims import MAY_SEND, ClaimQueries
 from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION, Edi2Queries
 from pfhjem_msg.store.followup_queries import FollowupQueries
 from pfhjem_msg.store.operator_queries import OperatorQueries
@@ -28,18 +29,7 @@ from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, 
 from pfhjem_msg.store.sql import Db
 
 
-def _quoted(values: frozenset[str]) -> str:
-    return ",".join(f"'{v}'" for v in sorted(values))
-
-
-_MAY_SEND = (
-    f"(m.state NOT IN ({_quoted(NOT_SENDING)}) OR (m.state IN ({_quoted(WAITING)}) "
-    f"AND (d.kind IN ({_quoted(SENT_WHILE_HELD)}) OR d.kind LIKE '{REMINDER_PREFIX}%')))"
-)
-"""``lifecycle.may_send`` as a filter, so the LIMIT counts only deliveries that may go out."""
-
-
-class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
+class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
     """Every store protocol over one backend (``SqliteStore``, ``PostgresStore``)."""
 
     # -- intake ------------------------------------------------------------------------------
@@ -121,9 +111,9 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
                    deliveries: Sequence[DeliverySpec] = (), on_delivered: State = "done") -> None:  # fmt: skip
         self.apply([Change(message_id, steps, deliveries, on_delivered)], now)
 
-    def apply(self, changes: Sequence[Change], now: datetime) -> None:
+    def apply(self, changes: Sequence[Change], now: datetime, owner: str | None = None) -> None:
         def work(db: Db) -> None:
-            for change in changes:
+            for change in self._held_messages(db, changes, owner):
                 self._apply(db, change, now)
 
         self._tx(work, durable=False)
@@ -223,7 +213,7 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
         rows = self._read(
             DELIVERY_SELECT + " "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.destination != ? "
-            f"AND {_MAY_SEND} ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            f"AND {MAY_SEND} ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (ts(now), APPREC_DESTINATION, limit),
         )
         return [delivery_row(r) for r in rows]
@@ -232,10 +222,11 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
         rows = self._read(DELIVERY_SELECT + " WHERE d.message_id = ? ORDER BY d.id", (message_id,))
         return [delivery_row(r) for r in rows]
 
-    def delivered(self, delivery_ids: Sequence[int], now: datetime) -> list[tuple[int, str]]:
+    def delivered(self, delivery_ids: Sequence[int], now: datetime,
+                  owner: str | None = None) -> list[tuple[int, str]]:  # fmt: skip
         def work(db: Db) -> list[tuple[int, str]]:
             touched: set[int] = set()
-            for part in chunks(delivery_ids):
+            for part in chunks(self._held_deliveries(db, delivery_ids, owner)):
                 rows = db.execute(
                     "UPDATE deliveries SET status='delivered', attempts=attempts+1, delivered_at=?, last_error=NULL "
                     f"WHERE id IN ({marks(part)}) AND status='pending' RETURNING message_id",
@@ -251,10 +242,11 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
 
         return self._tx(work)
 
-    def delivery_failed(self, delivery_id: int, error: str, now: datetime, retry_at: datetime | None) -> None:
+    def delivery_failed(self, delivery_id: int, error: str, now: datetime, retry_at: datetime | None,
+                        owner: str | None = None) -> None:  # fmt: skip
         def work(db: Db) -> None:
             row = db.execute("SELECT message_id, kind FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
-            if row is None:
+            if row is None or not self._held_deliveries(db, [delivery_id], owner):
                 return
             message_id, kind = row
             if retry_at is not None:

@@ -184,6 +184,15 @@ MIGRATIONS: list[Step] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 8: several daemons on one store: who works on a message or delivery, until when
+    """
+    ALTER TABLE messages ADD COLUMN claimed_by TEXT;
+    ALTER TABLE messages ADD COLUMN claimed_until TEXT;
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT;
+    ALTER TABLE deliveries ADD COLUMN claimed_until TEXT;
+    CREATE INDEX messages_claimed ON messages(claimed_by, state);
+    CREATE INDEX deliveries_claimed ON deliveries(claimed_by, status);
+    """,
 ]
 
 

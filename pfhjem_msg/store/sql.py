@@ -9,6 +9,7 @@ between the two SQL dialects and cannot be written portably is a ``Dialect`` att
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, TypeVar
 
@@ -80,6 +81,12 @@ class Backend(Protocol):
 
     def compact(self) -> None:
         """Give the space freed by pruning back, as far as the backend can."""
+        ...
+
+    def advisory_lock(self, key1: int, key2: int) -> AbstractContextManager[bool]:
+        """Whether this process may do what the keys name while no other does: for the time
+        of the ``with`` block, on a connection held for it. The SQLite file has one daemon:
+        always True there."""
         ...
 
     def close(self) -> None: ...

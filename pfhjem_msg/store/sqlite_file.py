@@ -18,7 +18,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -333,6 +333,10 @@ class SqliteBackend:
             else:
                 self._db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page
             self._db.executescript("PRAGMA wal_checkpoint(TRUNCATE);")
+
+    @contextlib.contextmanager
+    def advisory_lock(self, key1: int, key2: int) -> Iterator[bool]:
+        yield True  # one daemon per file (``pfhjem_msg.lock``)
 
     def close(self) -> None:
         with self._lock:

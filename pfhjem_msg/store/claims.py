@@ -1,0 +1,172 @@
+"""Claims: which daemon works on which rows (see ``pfhjem_msg.lease``), and the periodic jobs
+only one daemon at a time may do.
+
+A claim takes the due rows nobody holds (no claimer, or a lease that has expired) and those
+this daemon holds already, and writes its id and the lease's expiry on them, in one
+statement. On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED``: two daemons claiming
+at once take different rows instead of waiting for each other or taking the same ones; the
+SQLite file has one writer at a time, so a plain statement is the same. Committing work for
+claimed rows is refused, row by row, where the claim is no longer this daemon's
+(``held_messages``, ``held_deliveries``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+
+from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING
+from pfhjem_msg.logs import get_logger
+from pfhjem_msg.store.base import Change, DeliveryRow, Due
+from pfhjem_msg.store.core import StoreCore
+from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION
+from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, ts
+from pfhjem_msg.store.sql import Db
+
+log = get_logger("pfhjem_msg.store")
+
+ADVISORY_CLASS = 0x70666A6D
+"""The first key of our advisory locks ("pfjm"), so they cannot collide with another program's
+on the same database."""
+
+
+def _quoted(values: frozenset[str]) -> str:
+    return ",".join(f"'{v}'" for v in sorted(values))
+
+
+MAY_SEND = (
+    f"(m.state NOT IN ({_quoted(NOT_SENDING)}) OR (m.state IN ({_quoted(WAITING)}) "
+    f"AND (d.kind IN ({_quoted(SENT_WHILE_HELD)}) OR d.kind LIKE '{REMINDER_PREFIX}%')))"
+)
+"""``lifecycle.may_send`` as a filter, so the LIMIT counts only deliveries that may go out."""
+DUE_STATES = f"({_quoted(PROCESSING)})"
+"""The states a message is processed from."""
+
+
+def advisory_key(name: str) -> int:
+    """A job's lock key: stable across daemons and versions (not Python's salted ``hash``)."""
+    return zlib.crc32(name.encode()) - (1 << 31)
+
+
+class ClaimQueries(StoreCore):
+    def claim_messages(self, owner: str, now: datetime, until: datetime, limit: int) -> list[Due]:
+        """Claim up to ``limit`` due messages, oldest first: not in a final or waiting state,
+        next attempt due, and free or already ours."""
+
+        def work(db: Db) -> list[Due]:
+            rows = db.execute(
+                "UPDATE messages SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+                f"SELECT id FROM messages WHERE state IN {DUE_STATES} "
+                "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+                "AND (claimed_by IS NULL OR claimed_by = ? OR claimed_until <= ?) "
+                f"ORDER BY id LIMIT ?{db.dialect.skip_locked}) "
+                "RETURNING id, attempts, redraft, replay_of",
+                (owner, ts(until), ts(now), owner, ts(now), limit),
+            ).fetchall()
+            due = [Due(int(r[0]), int(r[1]), bool(r[2]) or r[3] is not None) for r in rows]
+            return sorted(due, key=lambda d: d.message_id)
+
+        return self._tx(work, durable=False)
+
+    def claim_deliveries(self, owner: str, now: datetime, until: datetime, limit: int) -> list[DeliveryRow]:
+        """Claim up to ``limit`` due deliveries that may go out, soonest first; not the AppRecs
+        the EDI 2.0 intake posts itself. Only the deliveries' rows are locked: their messages
+        stay free for the daemon that finishes them."""
+
+        def work(db: Db) -> list[DeliveryRow]:
+            ids = [
+                int(r[0])
+                for r in db.execute(
+                    "UPDATE deliveries SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+                    "SELECT d.id FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
+                    "AND d.destination != ? AND (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claimed_until <= ?) "
+                    f"AND EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id AND {MAY_SEND}) "
+                    f"ORDER BY d.next_attempt_at, d.id LIMIT ?{db.dialect.skip_locked}) RETURNING id",
+                    (owner, ts(until), ts(now), APPREC_DESTINATION, owner, ts(now), limit),
+                ).fetchall()
+            ]
+            out: list[DeliveryRow] = []
+            for part in chunks(sorted(ids)):
+                cur = db.execute(DELIVERY_SELECT + f" WHERE d.id IN ({marks(part)})", part)
+                out.extend(delivery_row(r) for r in cur.fetchall())
+            return out
+
+        rows = self._tx(work, durable=False)
+        return sorted(rows, key=lambda d: d.id)
+
+    def renew_claims(self, owner: str, until: datetime) -> int:
+        def work(db: Db) -> int:
+            messages = db.execute(
+                f"UPDATE messages SET claimed_until = ? WHERE claimed_by = ? AND state IN {DUE_STATES}",
+                (ts(until), owner),
+            )
+            deliveries = db.execute(
+                "UPDATE deliveries SET claimed_until = ? WHERE claimed_by = ? AND status = 'pending'",
+                (ts(until), owner),
+            )
+            return messages.rowcount + deliveries.rowcount
+
+        return self._tx(work, durable=False)
+
+    def release_claims(self, owner: str | None) -> int:
+        """Free what ``owner`` holds (stopping: another daemon may take it at once), or
+        (None) every claim (a daemon alone on its store, at its start)."""
+
+        def work(db: Db) -> int:
+            where, args = ("claimed_by = ?", (owner,)) if owner else ("claimed_by IS NOT NULL", ())
+            free = "SET claimed_by = NULL, claimed_until = NULL WHERE"
+            n = db.execute(f"UPDATE messages {free} {where} AND state IN {DUE_STATES}", args).rowcount
+            d = db.execute(f"UPDATE deliveries {free} {where} AND status = 'pending'", args).rowcount
+            return n + d
+
+        return self._tx(work)
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Whether this daemon may do the periodic job ``name`` now: True while no other daemon
+        does it (a PostgreSQL advisory lock, held on a connection of its own until the job
+        ends); always True on the SQLite file, which has one daemon."""
+        with self._backend.advisory_lock(ADVISORY_CLASS, advisory_key(name)) as held:
+            yield held
+
+    # -- committing what a claim took -----------------------------------------------------------
+
+    @staticmethod
+    def _held_messages(db: Db, changes: Sequence[Change], owner: str | None) -> list[Change]:
+        """The changes for messages ``owner`` still holds (all of them when no owner is given:
+        an operator's change, or a store used without claims); the others are logged."""
+        if owner is None or not changes:
+            return list(changes)
+        ids = [c.message_id for c in changes]
+        holders: dict[int, str | None] = {}
+        for part in chunks(ids):
+            for r in db.execute(f"SELECT id, claimed_by FROM messages WHERE id IN ({marks(part)})", part):
+                holders[int(r[0])] = r[1]
+        kept = []
+        for c in changes:
+            holder = holders.get(c.message_id, owner)  # an unknown id: ``apply`` says so
+            if holder == owner:
+                kept.append(c)
+            else:
+                log.warning("message.claim_lost", message_id=c.message_id, owner=owner, held_by=holder,
+                            action="not committed here: the daemon that holds it now processes it")  # fmt: skip
+        return kept
+
+    @staticmethod
+    def _held_deliveries(db: Db, delivery_ids: Sequence[int], owner: str | None) -> list[int]:
+        if owner is None or not delivery_ids:
+            return list(delivery_ids)
+        holders: dict[int, str | None] = {}
+        for part in chunks(delivery_ids):
+            for r in db.execute(f"SELECT id, claimed_by FROM deliveries WHERE id IN ({marks(part)})", part):
+                holders[int(r[0])] = r[1]
+        kept = []
+        for i in delivery_ids:
+            if holders.get(i, owner) == owner:
+                kept.append(i)
+            else:
+                log.warning("delivery.claim_lost", delivery_id=i, owner=owner, held_by=holders.get(i),
+                            action="not marked here: the daemon that holds it now marks it")  # fmt: skip
+        return kept

@@ -1,0 +1,106 @@
+"""Claims and leases: two daemons on one store never work on the same row at once, a dead one's
+work is taken over after its lease, and a daemon whose lease lapsed and was taken over cannot
+overwrite the other's work. Against every store backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pfhjem_msg.store.base import Change, DeliverySpec, Transition
+from pfhjem_msg.store.edi2 import DaemonStore
+from pfhjem_msg.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+A, B = "host-a:100:aaaa", "host-b:200:bbbb"
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonStore]:
+    s = SqliteStore(tmp_path / "store.sqlite3")
+    yield s
+    s.close()
+
+
+def _routed(mid: int) -> Change:
+    steps = [Transition("parsed", "p"), Transition("classified", "c"), Transition("routed", "r")]
+    return Change(
+        mid, steps, [DeliverySpec("apprec", "hub", f"apprec-{mid}.xml", b"<x/>", None, f"out-{mid}")]
+    )
+
+
+def test_a_claimed_message_is_not_claimed_by_another_daemon_until_its_lease_expires(
+    store: DaemonStore,
+) -> None:
+    m1 = store.accept(b"<m1/>", "t", T0).message_id
+    m2 = store.accept(b"<m2/>", "t", T0).message_id
+    assert [d.message_id for d in store.claim_messages(A, T0, T0 + LEASE, 1)] == [m1]
+    assert [d.message_id for d in store.claim_messages(B, T0, T0 + LEASE, 10)] == [m2]
+    halfway = T0 + LEASE / 2
+    assert [d.message_id for d in store.claim_messages(B, halfway, halfway + LEASE, 10)] == [
+        m2
+    ]  # A's stays A's
+    assert [d.message_id for d in store.claim_messages(A, T0, T0 + LEASE, 10)] == [m1]  # its own, again
+    later = T0 + LEASE + timedelta(seconds=1)
+    assert [d.message_id for d in store.claim_messages(B, later, later + LEASE, 10)] == [m1, m2]  # A died
+
+
+def test_renewed_claims_stay_and_released_claims_are_free_at_once(store: DaemonStore) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    store.claim_messages(A, T0, T0 + LEASE, 10)
+    assert store.renew_claims(A, T0 + LEASE * 3) == 1
+    assert store.claim_messages(B, T0 + LEASE * 2, T0 + LEASE * 3, 10) == []
+    assert store.release_claims(A) == 1
+    assert [d.message_id for d in store.claim_messages(B, T0, T0 + LEASE, 10)] == [mid]
+    assert store.release_claims(None) == 1  # a daemon alone on its store frees whatever was held
+    assert [d.message_id for d in store.claim_messages(A, T0, T0 + LEASE, 10)] == [mid]
+
+
+def test_a_daemon_that_lost_its_claim_cannot_commit_over_the_one_that_took_over(store: DaemonStore) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    store.claim_messages(A, T0, T0 + LEASE, 10)
+    later = T0 + LEASE * 2
+    store.claim_messages(B, later, later + LEASE, 10)  # A stalled past its lease
+    store.apply([_routed(mid)], later, owner=A)
+    row = store.message(mid)
+    assert row is not None and row.state == "received" and store.deliveries(mid) == []
+    store.apply([_routed(mid)], later, owner=B)
+    row = store.message(mid)
+    assert row is not None and row.state == "routed" and [d.kind for d in store.deliveries(mid)] == ["apprec"]
+
+
+def test_crashes_are_counted_across_daemons(store: DaemonStore) -> None:
+    """A message that kills the daemon holding it is counted by the next one: after
+    ``pipeline_attempts`` the pipeline fails it instead of killing every daemon in turn."""
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    store.claim_messages(A, T0, T0 + LEASE, 10)
+    assert store.begin_attempts([mid], T0) == {mid: 1}  # then A dies
+    later = T0 + LEASE * 2
+    (due,) = store.claim_messages(B, later, later + LEASE, 10)
+    assert due.attempts == 1
+    assert store.begin_attempts([mid], later) == {mid: 2}
+
+
+def test_deliveries_are_claimed_once_and_marked_only_by_their_holder(store: DaemonStore) -> None:
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    store.apply([_routed(mid)], T0)
+    (d,) = store.claim_deliveries(A, T0, T0 + LEASE, 10)
+    assert d.message_id == mid and d.payload == b"<x/>"
+    assert store.claim_deliveries(B, T0, T0 + LEASE, 10) == []
+    later = T0 + LEASE * 2
+    (taken,) = store.claim_deliveries(B, later, later + LEASE, 10)  # A stalled
+    assert store.delivered([d.id], later, owner=A) == []
+    store.delivery_failed(d.id, "late", later, None, owner=A)
+    assert [x.status for x in store.deliveries(mid)] == ["pending"]
+    row = store.message(mid)
+    assert row is not None and row.state == "routed"
+    assert store.delivered([taken.id], later, owner=B) == [(mid, "done")]
+
+
+def test_periodic_jobs_on_the_sqlite_file_always_run_here(store: DaemonStore) -> None:
+    with store.exclusive("followups") as mine, store.exclusive("retention") as also:
+        assert mine and also
