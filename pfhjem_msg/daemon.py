@@ -418,7 +418,8 @@ class Daemon:
         scheduler = AsyncIOScheduler(event_loop=loop)
         server = None
         info: dict[str, Any] = {"spool": str(self.settings.intake.spool) if self.spool else None,
-                                "edi2": self.settings.edi2.base_url if self.settings.edi2 else None}  # fmt: skip
+                                "edi2": self.settings.edi2.base_url if self.settings.edi2 else None,
+                                "daemon_id": self.id, "store_shared": not self.alone}  # fmt: skip
         scheduler.add_job(wake.set, "interval", seconds=max(0.05, self.settings.sweep_seconds), id="sweep")
         scheduler.add_job(self._mark_due("receipts", loop, wake), "interval", minutes=15, id="receipts")
         if self.edi2 is not None:
