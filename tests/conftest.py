@@ -95,6 +95,7 @@ def write_config(
     extra: str = "",
     settle: float = 0.0,
     workers: int = 1,
+    lease_seconds: float | None = None,
 ) -> Path:
     """A configuration like the demo one, with every path under ``directory``."""
     registry = directory / "gp-registry.csv"
@@ -110,6 +111,7 @@ poll_seconds = 0.05
 [daemon]
 sweep_seconds = 0.2
 workers = {workers}
+{f"lease_seconds = {lease_seconds}" if lease_seconds is not None else ""}
 [hub]
 outbox = "var/outbox"
 [gp_registry]
