@@ -104,3 +104,23 @@ def test_deliveries_are_claimed_once_and_marked_only_by_their_holder(store: Daem
 def test_periodic_jobs_on_the_sqlite_file_always_run_here(store: DaemonStore) -> None:
     with store.exclusive("followups") as mine, store.exclusive("retention") as also:
         assert mine and also
+
+
+def test_a_sqlite_daemon_resumes_a_dead_daemons_claimed_message_at_once(tmp_path: Path) -> None:
+    """One daemon per SQLite file: what an earlier daemon held when it died is free at the next
+    start, not after its lease."""
+    from pfhjem_msg.config import load
+    from pfhjem_msg.daemon import Daemon
+    from tests.conftest import SAMPLES, write_config
+
+    config = write_config(tmp_path)
+    db = SqliteStore(tmp_path / "var" / "pfhjem-msg.sqlite3")
+    now = datetime.now(UTC)
+    mid = db.accept((SAMPLES / "dlg11-marked-tema.xml").read_bytes(), "spool:m.xml", now).message_id
+    db.claim_messages("dead:1:dead", now, now + timedelta(days=1), 10)
+    db.close()
+    Daemon(load(config)).run_once()
+    db = SqliteStore(tmp_path / "var" / "pfhjem-msg.sqlite3")
+    row = db.message(mid)
+    db.close()
+    assert row is not None and row.state == "done"
