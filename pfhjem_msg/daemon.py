@@ -124,7 +124,7 @@ class Daemon:
         # The workers start first: forked, they must not inherit the store's open connection.
         drafts = DraftPool(settings, settings.workers)
         drafts.start()
-        self.store: DaemonStore = open_store(settings.state_dir)
+        self.store: DaemonStore = open_store(settings)
         if self.alone:
             self.store.release_claims(None)  # an earlier daemon's: it has died, the lock says so
         lease = Lease(self.id, settings.lease_seconds, self.store, clock)

@@ -29,7 +29,7 @@ LOCK_NAME = "pfhjem-msg.lock"
 
 def runs_alone(settings: Settings) -> bool:
     """Whether this daemon must be its store's only one: on the SQLite file, yes."""
-    return getattr(settings, "store_url", None) is None
+    return settings.store_url is None
 
 
 class StoreBusy(PfhjemError):

@@ -4,7 +4,7 @@ overwrite the other's work. Against every store backend."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,17 +13,16 @@ import pytest
 from pfhjem_msg.store.base import Change, DeliverySpec, Transition
 from pfhjem_msg.store.edi2 import DaemonStore
 from pfhjem_msg.store.sqlite import SqliteStore
+from tests.store_backends import StoreFactory
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 A, B = "host-a:100:aaaa", "host-b:200:bbbb"
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DaemonStore]:
-    s = SqliteStore(tmp_path / "store.sqlite3")
-    yield s
-    s.close()
+@pytest.fixture
+def store(backend: StoreFactory) -> DaemonStore:
+    return backend()
 
 
 def _routed(mid: int) -> Change:
@@ -101,9 +100,32 @@ def test_deliveries_are_claimed_once_and_marked_only_by_their_holder(store: Daem
     assert store.delivered([taken.id], later, owner=B) == [(mid, "done")]
 
 
-def test_periodic_jobs_on_the_sqlite_file_always_run_here(store: DaemonStore) -> None:
-    with store.exclusive("followups") as mine, store.exclusive("retention") as also:
-        assert mine and also
+def test_a_periodic_job_runs_on_one_daemon_at_a_time(backend: StoreFactory) -> None:
+    a, b = backend(), backend()  # two daemons' handles on one store
+    with a.exclusive("followups") as mine, b.exclusive("retention") as other_job:
+        assert mine and other_job
+        with b.exclusive("followups") as also:
+            assert also == (backend.kind == "sqlite")  # the SQLite file has one daemon: always its own
+    with b.exclusive("followups") as after:
+        assert after  # released when the job ended
+
+
+def test_two_daemons_claiming_at_once_take_different_rows(backend: StoreFactory) -> None:
+    a, b = backend(), backend()
+    ids = [a.accept(f"<m{i}/>".encode(), "t", T0).message_id for i in range(40)]
+    got: dict[str, list[int]] = {A: [], B: []}
+
+    def claim(store: DaemonStore, owner: str) -> None:
+        for _ in range(10):
+            got[owner] += [d.message_id for d in store.claim_messages(owner, T0, T0 + LEASE, 3)]
+            store.apply([_routed(d) for d in got[owner][-3:]], T0, owner=owner)
+
+    threads = [threading.Thread(target=claim, args=(a, A)), threading.Thread(target=claim, args=(b, B))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got[A] + got[B]) == ids, "a message was claimed by both daemons, or by neither"
 
 
 def test_a_sqlite_daemon_resumes_a_dead_daemons_claimed_message_at_once(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pfhjem_msg.store.base import Change, DeliveryRow, Due
 from pfhjem_msg.store.core import StoreCore
 from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION
 from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, ts
-from pfhjem_msg.store.sql import Db
+from pfhjem_msg.store.sql import Db, Row
 
 log = get_logger("pfhjem_msg.store")
 
@@ -50,6 +50,21 @@ def advisory_key(name: str) -> int:
     return zlib.crc32(name.encode()) - (1 << 31)
 
 
+def _take(db: Db, table: str, event: str, owner: str, until: datetime, rows: Sequence[Row]) -> list[int]:
+    """Write the claim on the rows picked (id first, the former claimer last); log those taken
+    over from another daemon, whose lease had expired. The ids, in the order picked."""
+    ids = [int(r[0]) for r in rows]
+    for part in chunks(ids):
+        db.execute(f"UPDATE {table} SET claimed_by = ?, claimed_until = ? WHERE id IN ({marks(part)})",
+                   (owner, ts(until), *part))  # fmt: skip
+    taken = [(int(r[0]), r[-1]) for r in rows if r[-1] is not None and r[-1] != owner]
+    if taken:
+        log.warning(event, ids=[i for i, _ in taken][:50], count=len(taken),
+                    from_daemons=sorted({d for _, d in taken}),
+                    note="claimed by a daemon whose lease expired (it died, or stalled): done here")  # fmt: skip
+    return ids
+
+
 class ClaimQueries(StoreCore):
     def claim_messages(self, owner: str, now: datetime, until: datetime, limit: int) -> list[Due]:
         """Claim up to ``limit`` due messages, oldest first: not in a final or waiting state,
@@ -57,16 +72,14 @@ class ClaimQueries(StoreCore):
 
         def work(db: Db) -> list[Due]:
             rows = db.execute(
-                "UPDATE messages SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-                f"SELECT id FROM messages WHERE state IN {DUE_STATES} "
-                "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+                "SELECT id, attempts, redraft, replay_of, claimed_by FROM messages "
+                f"WHERE state IN {DUE_STATES} AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
                 "AND (claimed_by IS NULL OR claimed_by = ? OR claimed_until <= ?) "
-                f"ORDER BY id LIMIT ?{db.dialect.skip_locked}) "
-                "RETURNING id, attempts, redraft, replay_of",
-                (owner, ts(until), ts(now), owner, ts(now), limit),
+                f"ORDER BY id LIMIT ?{db.dialect.skip_locked}",
+                (ts(now), owner, ts(now), limit),
             ).fetchall()
-            due = [Due(int(r[0]), int(r[1]), bool(r[2]) or r[3] is not None) for r in rows]
-            return sorted(due, key=lambda d: d.message_id)
+            _take(db, "messages", "message.taken_over", owner, until, rows)
+            return [Due(int(r[0]), int(r[1]), bool(r[2]) or r[3] is not None) for r in rows]
 
         return self._tx(work, durable=False)
 
@@ -76,25 +89,22 @@ class ClaimQueries(StoreCore):
         stay free for the daemon that finishes them."""
 
         def work(db: Db) -> list[DeliveryRow]:
-            ids = [
-                int(r[0])
-                for r in db.execute(
-                    "UPDATE deliveries SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-                    "SELECT d.id FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
-                    "AND d.destination != ? AND (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claimed_until <= ?) "
-                    f"AND EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id AND {MAY_SEND}) "
-                    f"ORDER BY d.next_attempt_at, d.id LIMIT ?{db.dialect.skip_locked}) RETURNING id",
-                    (owner, ts(until), ts(now), APPREC_DESTINATION, owner, ts(now), limit),
-                ).fetchall()
-            ]
+            rows = db.execute(
+                "SELECT d.id, d.claimed_by FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
+                "AND d.destination != ? AND (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claimed_until <= ?) "
+                f"AND EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id AND {MAY_SEND}) "
+                f"ORDER BY d.next_attempt_at, d.id LIMIT ?{db.dialect.skip_locked}",
+                (ts(now), APPREC_DESTINATION, owner, ts(now), limit),
+            ).fetchall()
+            ids = _take(db, "deliveries", "delivery.taken_over", owner, until, rows)
             out: list[DeliveryRow] = []
-            for part in chunks(sorted(ids)):
+            for part in chunks(ids):
                 cur = db.execute(DELIVERY_SELECT + f" WHERE d.id IN ({marks(part)})", part)
                 out.extend(delivery_row(r) for r in cur.fetchall())
-            return out
+            order = {i: n for n, i in enumerate(ids)}
+            return sorted(out, key=lambda d: order[d.id])
 
-        rows = self._tx(work, durable=False)
-        return sorted(rows, key=lambda d: d.id)
+        return self._tx(work, durable=False)
 
     def renew_claims(self, owner: str, until: datetime) -> int:
         def work(db: Db) -> int:
@@ -142,7 +152,11 @@ class ClaimQueries(StoreCore):
         ids = [c.message_id for c in changes]
         holders: dict[int, str | None] = {}
         for part in chunks(ids):
-            for r in db.execute(f"SELECT id, claimed_by FROM messages WHERE id IN ({marks(part)})", part):
+            held = db.execute(
+                f"SELECT id, claimed_by FROM messages WHERE id IN ({marks(part)}) ORDER BY id{db.dialect.for_update}",
+                part,
+            )
+            for r in held:
                 holders[int(r[0])] = r[1]
         kept = []
         for c in changes:
@@ -160,7 +174,11 @@ class ClaimQueries(StoreCore):
             return list(delivery_ids)
         holders: dict[int, str | None] = {}
         for part in chunks(delivery_ids):
-            for r in db.execute(f"SELECT id, claimed_by FROM deliveries WHERE id IN ({marks(part)})", part):
+            held = db.execute(
+                f"SELECT id, claimed_by FROM deliveries WHERE id IN ({marks(part)}) ORDER BY id{db.dialect.for_update}",
+                part,
+            )
+            for r in held:
                 holders[int(r[0])] = r[1]
         kept = []
         for i in delivery_ids:
