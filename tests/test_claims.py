@@ -13,7 +13,7 @@ import pytest
 from pfhjem_msg.store.base import Change, DeliverySpec, Transition
 from pfhjem_msg.store.edi2 import DaemonStore
 from pfhjem_msg.store.sqlite import SqliteStore
-from tests.store_backends import StoreFactory
+from tests.store_backends import PgServer, StoreFactory
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -126,6 +126,58 @@ def test_two_daemons_claiming_at_once_take_different_rows(backend: StoreFactory)
     for t in threads:
         t.join()
     assert sorted(got[A] + got[B]) == ids, "a message was claimed by both daemons, or by neither"
+
+
+def test_a_message_held_while_a_daemon_drafts_it_is_left_held_and_goes_on_after_release(
+    backend: StoreFactory,
+) -> None:
+    from pfhjem_msg import ops
+
+    daemon_a, daemon_b, operator = backend(), backend(), backend()
+    mid = daemon_a.accept(b"<m/>", "t", T0).message_id
+    daemon_a.claim_messages(A, T0, T0 + LEASE, 10)
+    ops.hold(operator, mid, "asked to wait", T0)
+    daemon_a.apply([_routed(mid)], T0, owner=A)  # the draft made before the hold is not committed
+    row = daemon_a.message(mid)
+    assert row is not None and row.state == "held" and daemon_a.deliveries(mid) == []
+    assert daemon_b.claim_messages(B, T0, T0 + LEASE, 10) == []  # held: nobody's work
+    ops.release(operator, mid, "", T0)
+    later = T0 + LEASE * 2  # A has gone meanwhile
+    assert [d.message_id for d in daemon_b.claim_messages(B, later, later + LEASE, 10)] == [mid]
+    daemon_b.apply([_routed(mid)], later, owner=B)
+    row = daemon_b.message(mid)
+    assert row is not None and row.state == "routed"
+
+
+def test_two_daemons_run_on_one_postgresql_store_and_share_the_periodic_jobs(
+    tmp_path: Path, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No file lock on PostgreSQL; a periodic job another daemon is doing is skipped here."""
+    from pfhjem_msg.config import load
+    from pfhjem_msg.daemon import Daemon
+    from pfhjem_msg.store.postgres import PostgresStore
+    from tests.conftest import write_config
+
+    url = pg_server.fresh()
+    config = write_config(tmp_path, extra=f'[store]\nurl = "{url}"\n')
+    first, second = Daemon(load(config)), Daemon(load(config))
+    ran: list[str] = []
+    monkeypatch.setattr(second, "_periodic", lambda name: lambda: ran.append(name))
+    other = PostgresStore(url)
+    try:
+        assert first.id != second.id and first.lock is None and second.lock is None
+        with other.exclusive("followups") as mine:
+            assert mine
+            second._due = {"followups", "retention"}
+            second.run_due_jobs()
+        assert ran == ["retention"]
+        second._due = {"followups"}
+        second.run_due_jobs()
+        assert ran == ["retention", "followups"]
+    finally:
+        other.close()
+        first.close()
+        second.close()
 
 
 def test_a_sqlite_daemon_resumes_a_dead_daemons_claimed_message_at_once(tmp_path: Path) -> None:
