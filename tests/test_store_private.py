@@ -173,6 +173,11 @@ def test_store_made_before_the_application_id_is_adopted(tmp_path: Path) -> None
     raw.execute("DROP TABLE edi2_health")
     raw.execute("DROP INDEX deliveries_awaiting_service_receipt")
     raw.execute("ALTER TABLE deliveries DROP COLUMN service_id")
+    raw.execute("DROP INDEX messages_claimed")  # and what migration 8 made
+    raw.execute("DROP INDEX deliveries_claimed")
+    for table in ("messages", "deliveries"):
+        raw.execute(f"ALTER TABLE {table} DROP COLUMN claimed_by")
+        raw.execute(f"ALTER TABLE {table} DROP COLUMN claimed_until")
     raw.close()
     store = SqliteStore(db)
     assert store.counts() == {"received": 3}
