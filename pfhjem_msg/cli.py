@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         "med kreft», routes them and sends the AppRec.",
     )
     parser.add_argument("--version", action="version", version=f"pfhjem-msg {__version__}")
-    from pfhjem_msg import cli_followups, cli_ops
+    from pfhjem_msg import cli_followups, cli_ops, cli_store
     from pfhjem_msg.cli_ops import config_option
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_ops.add_commands(sub)
     cli_followups.add_commands(sub)
+    cli_store.add_commands(sub)
     return parser
 
 
