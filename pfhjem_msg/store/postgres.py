@@ -22,7 +22,7 @@ import psycopg
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pfhjem_msg.errors import StoreError
+from pfhjem_msg.errors import StoreError, StoreUnavailable
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store import schema
 from pfhjem_msg.store.messages import SqlStore
@@ -88,6 +88,19 @@ class PgDb:
         return int(self.execute(returning_id(sql), args).fetchone()[0])
 
 
+def _failure(where: str, exc: PoolTimeout | psycopg.Error) -> StoreError:
+    """``StoreUnavailable`` when the server cannot be reached or has no connection to spare
+    (it may pass), ``StoreError`` for what the server refused."""
+    if isinstance(exc, PoolTimeout):
+        return StoreUnavailable(
+            f"the store {where} has no free connection: PostgreSQL does not answer, or is "
+            "overloaded; check it, then try again"
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailable(_explain(where, exc))
+    return StoreError(_explain(where, exc))
+
+
 def _explain(where: str, exc: psycopg.Error) -> str:
     """The server's primary message and SQLSTATE, never its detail lines (they may quote row
     values)."""
@@ -121,7 +134,7 @@ class PostgresBackend:
         )
         reason = self._why_not()
         if reason is not None:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"cannot connect to the store {self.where}: {reason}; check that PostgreSQL runs, and "
                 "the host, port, user, database and password of [store] url"
             )
@@ -129,7 +142,7 @@ class PostgresBackend:
             self._pool.open(wait=True, timeout=15)
         except PoolTimeout as exc:
             self._pool.close()
-            raise StoreError(
+            raise StoreUnavailable(
                 f"cannot connect to the store {self.where}: no connection within 15 s; check that "
                 "PostgreSQL runs and accepts connections (max_connections)"
             ) from exc
@@ -207,25 +220,15 @@ class PostgresBackend:
                 if not durable:
                     conn.execute("SET LOCAL synchronous_commit = off")
                 return work(PgDb(conn))
-        except PoolTimeout as exc:
-            raise StoreError(
-                f"the store {self.where} has no free connection: PostgreSQL does not answer, or is "
-                "overloaded; check it, then try again"
-            ) from exc
-        except psycopg.Error as exc:
-            raise StoreError(_explain(self.where, exc)) from exc
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise _failure(self.where, exc) from exc
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         try:
             with self._pool.connection() as conn:
                 return conn.execute(translate(sql), tuple(args)).fetchall()
-        except PoolTimeout as exc:
-            raise StoreError(
-                f"the store {self.where} has no free connection: PostgreSQL does not answer, or is "
-                "overloaded; check it, then try again"
-            ) from exc
-        except psycopg.Error as exc:
-            raise StoreError(_explain(self.where, exc)) from exc
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise _failure(self.where, exc) from exc
 
     def size(self) -> int:
         return int(self.read("SELECT pg_database_size(current_database())")[0][0])
