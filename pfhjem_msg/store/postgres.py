@@ -252,13 +252,8 @@ class PostgresBackend:
             try:
                 conn = stack.enter_context(self._pool.connection())
                 got = conn.execute("SELECT pg_try_advisory_lock(%s::int4, %s::int4)", (key1, key2)).fetchone()
-            except PoolTimeout as exc:
-                raise StoreError(
-                    f"the store {self.where} has no free connection: PostgreSQL does not answer, or is "
-                    "overloaded; check it, then try again"
-                ) from exc
-            except psycopg.Error as exc:
-                raise StoreError(_explain(self.where, exc)) from exc
+            except (PoolTimeout, psycopg.Error) as exc:
+                raise _failure(self.where, exc) from exc
             held = bool(got and got[0])
             try:
                 yield held
