@@ -1,6 +1,7 @@
 """The crash test for two servers: two daemon processes share one PostgreSQL store and one
 spool while the hub feeds it in bursts; while they work on a burst, one of them is SIGKILLed
-and restarted, again and again. Afterwards every message is finished, has exactly one AppRec in
+and restarted, again and again, or now and then frozen (SIGSTOP) past its lease and let go on:
+its late work must then be refused, as the other daemon has taken it over. Afterwards every message is finished, has exactly one AppRec in
 the hub outbox and exactly one case-unit copy, and the spool is empty: a killed daemon's
 claimed messages, deliveries and spool files were taken over (by the other, or by itself
 restarted) once their lease expired, and nothing was done twice.
@@ -12,7 +13,7 @@ is done once, with its own case-unit copy, and no second AppRec.
 CI runs it with a fixed seed against the PostgreSQL on 127.0.0.1:5432 (it fails there when
 that is unreachable, and skips with the reason elsewhere). By hand, bigger:
 ``PFHJEM_CRASH2_MESSAGES=2000 PFHJEM_CRASH2_KILLS=30 PFHJEM_CRASH2_SEED=7 pytest tests/test_crash_two_daemons.py -s``
-(``PFHJEM_CRASH2_BURST``: messages per burst, 40).
+(``PFHJEM_CRASH2_BURST``: messages per burst, 80; ``PFHJEM_CRASH2_STALL_EVERY``: every how many bursts a daemon is frozen instead of killed, 4).
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ from tests.crash_helpers import (
 )
 from tests.store_backends import PgServer
 
-MESSAGES = int(os.environ.get("PFHJEM_CRASH2_MESSAGES", "400"))
+MESSAGES = int(os.environ.get("PFHJEM_CRASH2_MESSAGES", "800"))
 KILLS = int(os.environ.get("PFHJEM_CRASH2_KILLS", "8"))
 SEED = int(os.environ.get("PFHJEM_CRASH2_SEED", "20261129"))
-BURST = int(os.environ.get("PFHJEM_CRASH2_BURST", "40"))
+BURST = int(os.environ.get("PFHJEM_CRASH2_BURST", "80"))
 """The hub hands messages over in bursts of this many; a daemon is killed while it works on one."""
+STALL_EVERY = int(os.environ.get("PFHJEM_CRASH2_STALL_EVERY", "4"))
+"""Every this many bursts the daemon is frozen past its lease (SIGSTOP) instead of killed."""
 LEASE_SECONDS = 2
 """Short, so that a killed daemon's work is taken over within the test's time."""
 
@@ -65,7 +68,7 @@ def test_two_daemons_one_killed_again_and_again_lose_nothing_and_double_nothing(
     messages = make_messages(MESSAGES, rng)
     daemons = [start(config, logs[0]), start(config, logs[1])]
     bursts = [messages[i : i + BURST] for i in range(0, MESSAGES, BURST)]
-    kills = 0
+    kills = stalls = 0
     new: list[int] = []
     try:
         for n, burst in enumerate(bursts):
@@ -74,6 +77,12 @@ def test_two_daemons_one_killed_again_and_again_lose_nothing_and_double_nothing(
             if kills < KILLS:  # while the daemons take the burst in and work on it
                 time.sleep(rng.uniform(0.05, 0.5))
                 victim = rng.randrange(2)
+                if n % STALL_EVERY == STALL_EVERY - 1:  # frozen past its lease (a paused VM), then goes on
+                    daemons[victim].send_signal(signal.SIGSTOP)
+                    time.sleep(2.5 * LEASE_SECONDS)
+                    daemons[victim].send_signal(signal.SIGCONT)
+                    stalls += 1
+                    continue
                 daemons[victim].send_signal(signal.SIGKILL)
                 daemons[victim].wait()
                 kills += 1
@@ -126,7 +135,7 @@ def test_two_daemons_one_killed_again_and_again_lose_nothing_and_double_nothing(
     assert seen["message.taken_over"] + seen["delivery.taken_over"] + seen["spool.takeover"], (
         "no kill caught a daemon with work in hand: the test proved nothing; feed bigger bursts"
     )
-    print(f"\ntwo-daemon crash test: {MESSAGES} messages, {kills} SIGKILLs, seed {SEED}, {seen}, "
+    print(f"\ntwo-daemon crash test: {MESSAGES} messages, {kills} SIGKILLs, {stalls} stalls, seed {SEED}, {seen}, "
           "replays held and released beside them: nothing lost, nothing doubled")  # fmt: skip
 
 
