@@ -21,7 +21,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -41,6 +41,9 @@ class LeaseStore(Protocol):
     def renew_claims(self, owner: str, until: datetime) -> int:
         """Extend the lease of every row ``owner`` holds; how many it holds."""
 
+    def held_deliveries(self, owner: str, delivery_ids: Sequence[int]) -> list[int]:
+        """Those of the deliveries ``owner`` still holds."""
+
 
 class Lease:
     def __init__(self, owner: str, seconds: float, store: LeaseStore, clock: Callable[[], datetime]) -> None:
@@ -54,6 +57,21 @@ class Lease:
     def until(self) -> datetime:
         """The expiry of a claim made now."""
         return self.clock() + timedelta(seconds=self.seconds)
+
+    @staticmethod
+    def claimed() -> float:
+        """When (monotonic) a claim is made: ``still_held`` measures from it."""
+        return time.monotonic()
+
+    def still_held(self, delivery_ids: Sequence[int], claimed: float) -> set[int]:
+        """The deliveries claimed at ``claimed`` that this daemon may still send. Asked of the
+        store only once a third of the lease has passed since (until then none can have been
+        taken over): a daemon that stood still past its lease (a paused machine, a stalled
+        disk) then leaves to the daemon that took them over what it would otherwise send a
+        second time."""
+        if not delivery_ids or time.monotonic() - claimed < self.seconds / 3:
+            return set(delivery_ids)
+        return set(self.store.held_deliveries(self.owner, delivery_ids))
 
     def keep(self) -> None:
         """Renew what this daemon holds once a third of the lease has passed (from the

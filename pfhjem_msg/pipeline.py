@@ -287,6 +287,7 @@ class Pipeline:
         """Perform due deliveries: e-mails one by one, files as one batch (see
         ``transport.dir``); each is marked delivered only once it is durable."""
         due = self.store.claim_deliveries(self.lease.owner, self.clock(), self.lease.until(), limit)
+        claimed = self.lease.claimed()
         done: list[int] = []
         files: list[tuple[DeliveryRow, dir_transport.FileDelivery]] = []
         directories: dict[str, Path] = {}
@@ -306,6 +307,8 @@ class Pipeline:
                 files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload, group)))
                 continue
             self.lease.keep()  # e-mails go one by one, each may take a while
+            if not self.lease.still_held([d.id], claimed):
+                continue  # taken over by another daemon while this one stood still: it sends it
             try:
                 if kind == SEND_DESTINATION:
                     self._send_edi2(d)
@@ -317,6 +320,8 @@ class Pipeline:
                 self._delivery_failed(d, exc)
             else:
                 done.append(d.id)
+        held = self.lease.still_held([d.id for d, _ in files], claimed)
+        files = [(d, f) for d, f in files if d.id in held]
         results = dir_transport.write_batch([f for _, f in files])
         for (d, _), error in zip(files, results, strict=True):
             if error is None:

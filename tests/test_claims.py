@@ -92,6 +92,9 @@ def test_deliveries_are_claimed_once_and_marked_only_by_their_holder(store: Daem
     assert store.claim_deliveries(B, T0, T0 + LEASE, 10) == []
     later = T0 + LEASE * 2
     (taken,) = store.claim_deliveries(B, later, later + LEASE, 10)  # A stalled
+    assert store.held_deliveries(A, [d.id]) == [] and store.held_deliveries(B, [d.id]) == [
+        d.id
+    ]  # before sending
     assert store.delivered([d.id], later, owner=A) == []
     store.delivery_failed(d.id, "late", later, None, owner=A)
     assert [x.status for x in store.deliveries(mid)] == ["pending"]

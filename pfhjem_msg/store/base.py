@@ -356,6 +356,9 @@ class ClaimStore(Protocol):
     def renew_claims(self, owner: str, until: datetime) -> int:
         """Extend what ``owner`` holds to ``until``; how many rows."""
 
+    def held_deliveries(self, owner: str, delivery_ids: Sequence[int]) -> list[int]:
+        """Those of the deliveries ``owner`` still holds: asked just before sending them."""
+
     def release_claims(self, owner: str | None) -> int:
         """Free what ``owner`` holds, or (None) every claim."""
 

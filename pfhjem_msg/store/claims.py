@@ -133,6 +133,10 @@ class ClaimQueries(StoreCore):
 
         return self._tx(work)
 
+    def held_deliveries(self, owner: str, delivery_ids: Sequence[int]) -> list[int]:
+        """Those of the deliveries ``owner`` still holds (the others are logged)."""
+        return self._tx(lambda db: self._held_deliveries(db, delivery_ids, owner), durable=False)
+
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[bool]:
         """Whether this daemon may do the periodic job ``name`` now: True while no other daemon
