@@ -3,11 +3,13 @@ only one daemon at a time may do.
 
 A claim takes the due rows nobody holds (no claimer, or a lease that has expired) and those
 this daemon holds already, and writes its id and the lease's expiry on them, in one
-statement. On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED``: two daemons claiming
-at once take different rows instead of waiting for each other or taking the same ones; the
-SQLite file has one writer at a time, so a plain statement is the same. Committing work for
-claimed rows is refused, row by row, where the claim is no longer this daemon's
-(``held_messages``, ``held_deliveries``).
+transaction. On PostgreSQL the rows are picked ``FOR UPDATE SKIP LOCKED``: two daemons
+claiming at once take different rows instead of waiting for each other or taking the same
+ones; the SQLite file has one writer at a time, so a plain ``SELECT`` is the same. Committing
+work for claimed rows is refused, row by row, where the claim is no longer this daemon's
+(``_held_messages``, ``_held_deliveries``, read ``FOR UPDATE`` so a claim cannot slip in
+between the check and the commit). Deliveries are claimed beside ``due_deliveries`` in
+``messages``, with the same filter.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING
+from pfhjem_msg.lifecycle import PROCESSING
 from pfhjem_msg.logs import get_logger
-from pfhjem_msg.store.base import Change, DeliveryRow, Due
+from pfhjem_msg.store.base import Change, Due
 from pfhjem_msg.store.core import StoreCore
-from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION
-from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, ts
+from pfhjem_msg.store.rows import chunks, marks, ts
 from pfhjem_msg.store.sql import Db, Row
 
 log = get_logger("pfhjem_msg.store")
@@ -32,16 +33,7 @@ ADVISORY_CLASS = 0x70666A6D
 on the same database."""
 
 
-def _quoted(values: frozenset[str]) -> str:
-    return ",".join(f"'{v}'" for v in sorted(values))
-
-
-MAY_SEND = (
-    f"(m.state NOT IN ({_quoted(NOT_SENDING)}) OR (m.state IN ({_quoted(WAITING)}) "
-    f"AND (d.kind IN ({_quoted(SENT_WHILE_HELD)}) OR d.kind LIKE '{REMINDER_PREFIX}%')))"
-)
-"""``lifecycle.may_send`` as a filter, so the LIMIT counts only deliveries that may go out."""
-DUE_STATES = f"({_quoted(PROCESSING)})"
+DUE_STATES = "({})".format(",".join(f"'{v}'" for v in sorted(PROCESSING)))
 """The states a message is processed from."""
 
 
@@ -50,7 +42,7 @@ def advisory_key(name: str) -> int:
     return zlib.crc32(name.encode()) - (1 << 31)
 
 
-def _take(db: Db, table: str, event: str, owner: str, until: datetime, rows: Sequence[Row]) -> list[int]:
+def take(db: Db, table: str, event: str, owner: str, until: datetime, rows: Sequence[Row]) -> list[int]:
     """Write the claim on the rows picked (id first, the former claimer last); log those taken
     over from another daemon, whose lease had expired. The ids, in the order picked."""
     ids = [int(r[0]) for r in rows]
@@ -78,31 +70,8 @@ class ClaimQueries(StoreCore):
                 f"ORDER BY id LIMIT ?{db.dialect.skip_locked}",
                 (ts(now), owner, ts(now), limit),
             ).fetchall()
-            _take(db, "messages", "message.taken_over", owner, until, rows)
+            take(db, "messages", "message.taken_over", owner, until, rows)
             return [Due(int(r[0]), int(r[1]), bool(r[2]) or r[3] is not None) for r in rows]
-
-        return self._tx(work, durable=False)
-
-    def claim_deliveries(self, owner: str, now: datetime, until: datetime, limit: int) -> list[DeliveryRow]:
-        """Claim up to ``limit`` due deliveries that may go out, soonest first; not the AppRecs
-        the EDI 2.0 intake posts itself. Only the deliveries' rows are locked: their messages
-        stay free for the daemon that finishes them."""
-
-        def work(db: Db) -> list[DeliveryRow]:
-            rows = db.execute(
-                "SELECT d.id, d.claimed_by FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ? "
-                "AND d.destination != ? AND (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claimed_until <= ?) "
-                f"AND EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id AND {MAY_SEND}) "
-                f"ORDER BY d.next_attempt_at, d.id LIMIT ?{db.dialect.skip_locked}",
-                (ts(now), APPREC_DESTINATION, owner, ts(now), limit),
-            ).fetchall()
-            ids = _take(db, "deliveries", "delivery.taken_over", owner, until, rows)
-            out: list[DeliveryRow] = []
-            for part in chunks(ids):
-                cur = db.execute(DELIVERY_SELECT + f" WHERE d.id IN ({marks(part)})", part)
-                out.extend(delivery_row(r) for r in cur.fetchall())
-            order = {i: n for n, i in enumerate(ids)}
-            return sorted(out, key=lambda d: order[d.id])
 
         return self._tx(work, durable=False)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pfhjem_msg.errors import NoSuchMessage, StoreError
-from pfhjem_msg.lifecycle import PROCESSING, State
+from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING, State
 from pfhjem_msg.store.base import (
     Accepted,
     Change,
@@ -21,12 +21,23 @@ from pfhjem_msg.store.base import (
     RefusedReason,
     Transition,
 )
-from pfhjem_msg.store.claims import MAY_SEND, ClaimQueries
+from pfhjem_msg.store.claims import ClaimQueries, take
 from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION, Edi2Queries
 from pfhjem_msg.store.followup_queries import FollowupQueries
 from pfhjem_msg.store.operator_queries import OperatorQueries
 from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, ts
 from pfhjem_msg.store.sql import Db
+
+
+def _quoted(values: frozenset[str]) -> str:
+    return ",".join(f"'{v}'" for v in sorted(values))
+
+
+_MAY_SEND = (
+    f"(m.state NOT IN ({_quoted(NOT_SENDING)}) OR (m.state IN ({_quoted(WAITING)}) "
+    f"AND (d.kind IN ({_quoted(SENT_WHILE_HELD)}) OR d.kind LIKE '{REMINDER_PREFIX}%')))"
+)
+"""``lifecycle.may_send`` as a filter, so the LIMIT counts only deliveries that may go out."""
 
 
 class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
@@ -215,10 +226,36 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
         rows = self._read(
             DELIVERY_SELECT + " "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.destination != ? "
-            f"AND {MAY_SEND} ORDER BY d.next_attempt_at, d.id LIMIT ?",
+            f"AND {_MAY_SEND} ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (ts(now), APPREC_DESTINATION, limit),
         )
         return [delivery_row(r) for r in rows]
+
+    def claim_deliveries(self, owner: str, now: datetime, until: datetime, limit: int) -> list[DeliveryRow]:
+        """``due_deliveries`` that nobody else holds (``store.claims``), now held by ``owner``.
+        Only the deliveries' rows are locked: their messages stay free for the daemon that
+        finishes them."""
+
+        def work(db: Db) -> list[DeliveryRow]:
+            rows = db.execute(
+                "SELECT d.id, d.claimed_by FROM deliveries d "
+                "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.destination != ? "
+                "AND (d.claimed_by IS NULL OR d.claimed_by = ? OR d.claimed_until <= ?) "
+                f"AND EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_id AND {_MAY_SEND}) "
+                f"ORDER BY d.next_attempt_at, d.id LIMIT ?{db.dialect.skip_locked}",
+                (ts(now), APPREC_DESTINATION, owner, ts(now), limit),
+            ).fetchall()
+            ids = take(db, "deliveries", "delivery.taken_over", owner, until, rows)
+            out: list[DeliveryRow] = []
+            for part in chunks(ids):
+                out += [
+                    delivery_row(r)
+                    for r in db.execute(DELIVERY_SELECT + f" WHERE d.id IN ({marks(part)})", part)
+                ]
+            order = {i: n for n, i in enumerate(ids)}
+            return sorted(out, key=lambda d: order[d.id])
+
+        return self._tx(work, durable=False)
 
     def deliveries(self, message_id: int) -> list[DeliveryRow]:
         rows = self._read(DELIVERY_SELECT + " WHERE d.message_id = ? ORDER BY d.id", (message_id,))
