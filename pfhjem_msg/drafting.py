@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
-from pfhjem_msg.config import Municipality, Settings
+from pfhjem_msg.config import Destination, Municipality, Settings
 from pfhjem_msg.decision import MessageDecision, decide
-from pfhjem_msg.followups import FollowupFacts
+from pfhjem_msg.followups import Followup, FollowupFacts, Phase, reminder_text
 from pfhjem_msg.gpregistry import GPRegistry
 from pfhjem_msg.kith import gpcopy
 from pfhjem_msg.kith.model import AppRecPayload
@@ -52,6 +52,32 @@ class Crash:
     reason: str
 
 
+@dataclass(frozen=True)
+class ReminderJob:
+    """A reminder the follow-up sweep found due, with what building it needs from the store."""
+
+    followup: Followup
+    phase: Phase
+    original: bytes | None
+    """The source message's stored original, for a reminder that goes as a Dialogmelding (it
+    names the patient the way the original did); None for a plain-text one."""
+    now: datetime
+
+
+def reminder_recipient(settings: Settings, municipality: str) -> tuple[Municipality, Destination] | None:
+    """Who a follow-up's reminders go to: the municipality's kreftkoordinator, or its case unit."""
+    m = next((m for m in settings.municipalities if m.name == municipality), None)
+    if m is None:
+        return None
+    return m, m.kreftkoordinator or m.case_unit
+
+
+def reminder_as_dialog(to: Destination) -> bool:
+    """A reminder to the hub or through the message service is a signed Dialogmelding; to a
+    directory or an e-mail address, plain text."""
+    return to.transport in ("hub", "edi2")
+
+
 class Drafter:
     """Everything drafting needs, built from the settings it is handed (in a worker: the
     daemon's own, pickled), never from the configuration file."""
@@ -76,6 +102,35 @@ class Drafter:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:300]
             where = traceback.extract_tb(exc.__traceback__)[-1]
             return Crash(f"processing failed ({detail} at {Path(where.filename).name}:{where.lineno})")
+
+    def safe_reminder(self, job: ReminderJob) -> DeliverySpec | Crash:
+        try:
+            return self.reminder(job)
+        except Exception as exc:  # a bug: the sweep logs it and tries again next time
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            return Crash(f"drafting the reminder failed ({type(exc).__name__} at "
+                         f"{Path(where.filename).name}:{where.lineno})")  # fmt: skip
+
+    def reminder(self, job: ReminderJob) -> DeliverySpec:
+        """The reminder as a delivery of its source message: built (and signed) once, so a
+        retry sends exactly the same bytes."""
+        f, phase, now = job.followup, job.phase, job.now
+        found = reminder_recipient(self.settings, f.municipality)
+        if found is None:
+            raise LookupError(f"municipality of follow-up {f.id} is not configured")
+        m, to = found
+        kind = f"followup:{f.id}:{phase}"
+        name = f"reminder-{f.id}-sp{f.point}-{phase}"
+        text = reminder_text(f, phase, "pfhjem-msg")
+        if not reminder_as_dialog(to) or job.original is None:
+            return DeliverySpec(kind, to.describe(), f"{name}.txt", text.encode("utf-8"), to.her_id)
+        original = examine(job.original, f"message {f.source_message_id}", self.options).message
+        sender = gpcopy.Party(m.name, m.her_ids[0], m.case_unit.name, m.case_unit.her_id)
+        receiver = gpcopy.Unit(m.name, m.her_ids[0], to.name, to.her_id)
+        out_id, xml = gpcopy.build_dialog(sender, receiver, original.patient if original else None, text, now,
+                                          signing=self.settings.kith.signing)  # fmt: skip
+        via = "edi2" if to.transport == "edi2" or self.settings.send_via == "edi2" else "hub"
+        return DeliverySpec(kind, via, f"{name}-{out_id}.xml", xml, to.her_id, out_id)
 
     def draft(self, raw: bytes, message_id: int, now: datetime) -> Draft:
         verdict = examine(raw, f"message {message_id}", self.options)

@@ -18,22 +18,19 @@ from pathlib import Path
 
 from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
-from pfhjem_msg.drafting import Crash, Draft
+from pfhjem_msg.drafting import Crash, Draft, ReminderJob, reminder_as_dialog, reminder_recipient
 from pfhjem_msg.edi2 import transport as edi2_transport
 from pfhjem_msg.edi2.client import Edi2Client
 from pfhjem_msg.edi2.helseid import Edi2AuthError
 from pfhjem_msg.errors import PermanentDeliveryError, TransientDeliveryError
-from pfhjem_msg.followups import Followup, Phase, due_phase, local_date, reminder_text
-from pfhjem_msg.kith import gpcopy
+from pfhjem_msg.followups import due_phase, local_date
 from pfhjem_msg.kith.apprec import apprec_status
-from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.lifecycle import OUTCOMES
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.store.base import (
     Change,
     DeliveryRow,
-    DeliverySpec,
     Facts,
     MessageRow,
     Receipt,
@@ -396,48 +393,38 @@ class Pipeline:
     # -- follow-ups --------------------------------------------------------------------------
 
     def sweep_followups(self) -> int:
-        """Queue the follow-up reminders that are due today (Norwegian date). Each reminder is
-        queued once; after downtime only the one due now goes, so nothing is sent per missed
-        tick. Returns how many were queued."""
+        """Queue the follow-up reminders that are due today (Norwegian date). Which are due is
+        decided here; each is built (and signed) in the workers, then queued once: after
+        downtime only the one due now goes, so nothing is sent per missed tick. Returns how
+        many were queued."""
         now = self.clock()
         today = local_date(now)
-        queued = 0
+        jobs: list[ReminderJob] = []
         for f in self.store.open_followups(until=today):
             phase = due_phase(f, today, self.settings.followups.closing_reminder_days)
             if phase is None:
                 continue
-            spec = self._reminder(f, phase, now)
-            if spec is None:
+            found = reminder_recipient(self.settings, f.municipality)
+            if found is None:
+                log.error("followup.no_municipality", followup_id=f.id, municipality_configured=False)
                 continue
-            if self.store.add_reminder(f.id, phase, spec, now):
+            raw = self.store.raw(f.source_message_id) if reminder_as_dialog(found[1]) else None
+            jobs.append(ReminderJob(f, phase, raw, now))
+        if not jobs:
+            return 0
+        self.drafts.ready()
+        queued = 0
+        for job, spec in zip(jobs, self.drafts.remind(jobs), strict=True):
+            f = job.followup
+            if isinstance(spec, Crash):
+                log.error("followup.reminder_error", followup_id=f.id, phase=job.phase,
+                          message_id=f.source_message_id)  # fmt: skip
+                continue
+            if self.store.add_reminder(f.id, job.phase, spec, now):
                 queued += 1
-                log.info("followup.reminder", followup_id=f.id, point=f.point, phase=phase,
+                log.info("followup.reminder", followup_id=f.id, point=f.point, phase=job.phase,
                          message_id=f.source_message_id)  # fmt: skip
         return queued
-
-    def _reminder(self, f: Followup, phase: Phase, now: datetime) -> DeliverySpec | None:
-        m = next((m for m in self.settings.municipalities if m.name == f.municipality), None)
-        if m is None:
-            log.error("followup.no_municipality", followup_id=f.id, municipality_configured=False)
-            return None
-        to = m.kreftkoordinator or m.case_unit
-        kind = f"followup:{f.id}:{phase}"
-        name = f"reminder-{f.id}-sp{f.point}-{phase}"
-        text = reminder_text(f, phase, "pfhjem-msg")
-        if to.transport not in ("hub", SEND_DESTINATION):
-            return DeliverySpec(kind, to.describe(), f"{name}.txt", text.encode("utf-8"), to.her_id)
-        raw = self.store.raw(f.source_message_id)
-        original = examine(raw, f"message {f.source_message_id}", self.drafts.options()).message
-        sender = gpcopy.Party(m.name, m.her_ids[0], m.case_unit.name, m.case_unit.her_id)
-        receiver = gpcopy.Unit(m.name, m.her_ids[0], to.name, to.her_id)
-        out_id, xml = gpcopy.build_dialog(sender, receiver, original.patient if original else None, text, now,
-                                          signing=self.settings.kith.signing)  # fmt: skip
-        via = (
-            SEND_DESTINATION
-            if to.transport == SEND_DESTINATION or self.settings.send_via == "edi2"
-            else "hub"
-        )
-        return DeliverySpec(kind, via, f"{name}-{out_id}.xml", xml, to.her_id, out_id)
 
     def flag_overdue_receipts(self) -> int:
         """GP copies with no AppRec after 96 hours: an event each, once, for an operator."""
