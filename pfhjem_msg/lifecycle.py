@@ -196,10 +196,7 @@ def may_send(state: str, kind: str) -> bool:
     """Whether a due delivery of a message in ``state`` goes out now."""
     if state not in NOT_SENDING:
         return True
-    return state in WAITING and (kind in SENT_WHILE_HELD or kind.startswith(REMINDER_PREFIX))
-
-
-REMINDER_PREFIX = "followup:"
+    return state in WAITING and kind in SENT_WHILE_HELD
 
 
 def may_send_sql(state: str, kind: str) -> str:

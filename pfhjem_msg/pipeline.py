@@ -36,13 +36,12 @@ from pfhjem_msg.store.base import (
     Receipt,
     Transition,
 )
-from pfhjem_msg.store.edi2 import APPREC_DESTINATION, SEND_DESTINATION, DaemonStore
+from pfhjem_msg.store.edi2 import DaemonStore
 from pfhjem_msg.transport import dir as dir_transport
 from pfhjem_msg.transport import smtp as smtp_transport
 from pfhjem_msg.workers import DraftPool, Job
 
 APPREC_DEADLINE = timedelta(hours=96)
-TRANSPORTS = frozenset({"hub", "dir", "smtp", "edi2"})
 RECEIPT_WATCH = timedelta(days=8)
 """How long the receiver's AppRec for what we sent through the message service is asked for:
 past the 96-hour check, which has flagged it by then."""
@@ -195,10 +194,10 @@ class Pipeline:
         if not (from_edi2 or replayed) and self.settings.send_via != "edi2":
             return change
         deliveries = [
-            replace(d, destination=APPREC_DESTINATION)
+            replace(d, transport="edi2_apprec")
             if d.kind == "apprec" and from_edi2
-            else replace(d, destination=SEND_DESTINATION)
-            if d.destination == "hub"
+            else replace(d, transport="edi2")
+            if d.transport == "hub"
             else d
             for d in change.deliveries
         ]
@@ -284,26 +283,28 @@ class Pipeline:
         directories: dict[str, Path] = {}
         groups = readable_by(self.settings)
         for d in due:
-            kind, _, target = d.destination.partition(":")
-            metrics.child(
-                metrics.delivery_attempts, kind if kind in TRANSPORTS else "other", metrics.kind_label(d.kind)
-            ).inc()
-            if kind in ("hub", "dir"):
+            metrics.child(metrics.delivery_attempts, metrics.transport_label(d.transport),
+                          metrics.kind_label(d.kind)).inc()  # fmt: skip
+            target = d.target or ""
+            if d.transport == "hub" or (d.transport == "dir" and target):
                 directory = (
                     self.settings.hub_outbox
-                    if kind == "hub"
+                    if d.transport == "hub"
                     else (directories.get(target) or directories.setdefault(target, Path(target)))
                 )
-                group = self.settings.hub_group if kind == "hub" else groups.get(target)
+                group = self.settings.hub_group if d.transport == "hub" else groups.get(target)
                 files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload, group)))
                 continue
             try:
-                if kind == SEND_DESTINATION:
+                if d.transport == "edi2":
                     self._send_edi2(d)
-                elif kind == "smtp":
+                elif d.transport == "smtp" and target:
                     smtp_transport.send_sync(self.smtp, target, d.filename, d.payload, _subject(d))
                 else:
-                    raise PermanentDeliveryError(f"unknown transport {kind!r} for delivery {d.id}")
+                    raise PermanentDeliveryError(
+                        f"delivery {d.id} of message {d.message_id} goes by {d.destination}, which this daemon "
+                        "cannot send; correct the configuration and `pfhjem-msg messages replay` the message"
+                    )
             except (TransientDeliveryError, PermanentDeliveryError) as exc:
                 self._delivery_failed(d, exc)
             else:
@@ -369,9 +370,8 @@ class Pipeline:
 
     def _delivery_failed(self, d: DeliveryRow, exc: TransientDeliveryError | PermanentDeliveryError) -> None:
         now = self.clock()
-        kind = d.destination.partition(":")[0]
         permanent = "true" if isinstance(exc, PermanentDeliveryError) else "false"
-        metrics.child(metrics.delivery_failures, kind if kind in TRANSPORTS else "other", metrics.kind_label(d.kind),
+        metrics.child(metrics.delivery_failures, metrics.transport_label(d.transport), metrics.kind_label(d.kind),
                       permanent).inc()  # fmt: skip
         retry_at = (
             self.policy.next_attempt(d.attempts + 1, now, self.rng)
@@ -448,7 +448,6 @@ def readable_by(settings: Settings) -> dict[str, str]:
 
 def _subject(d: DeliveryRow) -> str:
     """Ids only: mail subjects pass through systems that are not for patient data."""
-    if d.kind.startswith("followup:"):
-        _, followup_id, phase = d.kind.split(":")
-        return f"Pakkeforløp hjem: påminnelse ({phase}), oppfølging {followup_id}"
+    if d.kind == "reminder":
+        return f"Pakkeforløp hjem: påminnelse ({d.phase}), oppfølging {d.followup_id}"
     return f"{d.kind} {d.filename}"
