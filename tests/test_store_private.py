@@ -16,8 +16,9 @@ import pytest
 
 from pfhjem_msg.errors import StoreError
 from pfhjem_msg.store import open_store
+from pfhjem_msg.store.schema import MIGRATIONS
 from pfhjem_msg.store.sqlite import SqliteStore
-from pfhjem_msg.store.sqlite_base import APPLICATION_ID, MIGRATIONS
+from pfhjem_msg.store.sqlite_file import APPLICATION_ID
 from tests.conftest import ROOT, write_config
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pfhjem_msg.store.base import OperatorStore, Store
 from pfhjem_msg.store.sqlite import SqliteStore
-from pfhjem_msg.store.sqlite_base import private_dir
+from pfhjem_msg.store.sqlite_file import private_dir
 
 if TYPE_CHECKING:
     from pfhjem_msg.store.edi2 import DaemonStore

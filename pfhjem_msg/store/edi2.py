@@ -13,7 +13,7 @@ from typing import Protocol
 
 from pfhjem_msg.edi2.intake import Edi2Health, Edi2IntakeStore
 from pfhjem_msg.store.base import DeliveryRow, OperatorStore
-from pfhjem_msg.store.sqlite_edi2 import APPREC_DESTINATION
+from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION
 
 __all__ = ["APPREC_DESTINATION", "SEND_DESTINATION", "DaemonStore", "Edi2Store"]
 SEND_DESTINATION = "edi2"

@@ -8,7 +8,6 @@ million messages.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -24,22 +23,15 @@ from pfhjem_msg.store.base import (
     RefusedFile,
     StatusFacts,
 )
-from pfhjem_msg.store.sqlite_base import (
-    DELIVERY_SELECT,
-    SqliteBase,
-    chunks,
-    delivery_row,
-    marks,
-    message_row,
-    parse_ts,
-    ts,
-)
+from pfhjem_msg.store.core import StoreCore
+from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, parse_ts, ts
+from pfhjem_msg.store.sql import Db, Row
 
 FOLLOWED_UP = "SELECT e.source_message_id FROM episodes e JOIN followups f ON f.episode_id = e.id WHERE f.status = 'open'"
 """Messages an open follow-up still needs: the case unit finds the patient through them."""
 
 
-class OperatorQueries(SqliteBase):
+class OperatorQueries(StoreCore):
     # -- reading ----------------------------------------------------------------------------
 
     def list_messages(self, f: MessageFilter) -> list[MessageRow]:
@@ -99,7 +91,7 @@ class OperatorQueries(SqliteBase):
         first = self._read("SELECT msg_id, sender_her FROM messages WHERE id = ?", (message_id,))
         if first and first[0]["msg_id"]:  # the same message handed over again (a duplicate)
             chain += [r[0] for r in self._read(
-                "SELECT id FROM messages WHERE msg_id = ? AND sender_her IS ? LIMIT 100",
+                "SELECT id FROM messages WHERE msg_id = ? AND sender_her IS NOT DISTINCT FROM ? LIMIT 100",
                 (first[0]["msg_id"], first[0]["sender_her"]),
             )]  # fmt: skip
         rows = self._read(
@@ -125,7 +117,7 @@ class OperatorQueries(SqliteBase):
         cancel_pending: bool = False,
         remember_held_from: bool = False,
     ) -> str:
-        def work(db: sqlite3.Connection) -> str:
+        def work(db: Db) -> str:
             row = db.execute("SELECT state, held_from FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
                 raise NoSuchMessage(message_id)
@@ -170,7 +162,7 @@ class OperatorQueries(SqliteBase):
         return self._tx(work)
 
     def replay_as_new(self, message_id: int, actor: str, reason: str, now: datetime) -> int:
-        def work(db: sqlite3.Connection) -> int:
+        def work(db: Db) -> int:
             row = db.execute(
                 "SELECT m.raw_id, m.msg_id, m.msg_type, m.sender_her, m.receiver_her, m.marked, r.bytes IS NULL "
                 "FROM messages m JOIN raw r ON r.id = m.raw_id WHERE m.id = ?",
@@ -182,7 +174,7 @@ class OperatorQueries(SqliteBase):
                 raise OperatorRefused(
                     f"message {message_id}'s original was deleted by retention: nothing to replay"
                 )
-            new = db.execute(
+            new = db.insert(
                 "INSERT INTO messages(raw_id, received_at, source, state, next_attempt_at, updated_at, msg_id, "
                 "msg_type, sender_her, receiver_her, marked, replay_of) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -195,8 +187,7 @@ class OperatorQueries(SqliteBase):
                     *row[1:6],
                     message_id,
                 ),
-            ).lastrowid
-            assert new is not None
+            )
             self._event(db, new, now, actor, None, "received", f"replay of message {message_id}: {reason}")
             self._event(db, message_id, now, actor, None, None, f"replayed as message {new}: {reason}")
             self._audit(db, actor, "replay as new message", message_id, f"message {new}: {reason}", now)
@@ -259,7 +250,7 @@ class OperatorQueries(SqliteBase):
                 for r in rows]  # fmt: skip
 
     def acknowledge_refused(self, actor: str, now: datetime) -> int:
-        def work(db: sqlite3.Connection) -> int:
+        def work(db: Db) -> int:
             count = db.execute(
                 "UPDATE refused SET acknowledged_at = ?, acknowledged_by = ? WHERE acknowledged_at IS NULL",
                 (ts(now), actor),
@@ -272,20 +263,12 @@ class OperatorQueries(SqliteBase):
 
     # -- retention --------------------------------------------------------------------------
 
-    def _size(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            path = self.path.with_name(self.path.name + suffix)
-            if path.exists():
-                total += path.stat().st_size
-        return total
-
     def prune(self, payload_before: datetime, metadata_before: datetime | None, now: datetime,
               dry_run: bool = False) -> PruneResult:  # fmt: skip
         states = ",".join(f"'{s}'" for s in sorted(PRUNABLE))
-        before = self._size()
+        before = self._backend.size()
 
-        def candidates(db: sqlite3.Connection, cutoff: datetime, extra: str) -> list[int]:
+        def candidates(db: Db, cutoff: datetime, extra: str) -> list[int]:
             """The store narrows by index; the lifecycle decides each row."""
             rows = db.execute(
                 f"SELECT id, state, updated_at, id IN ({FOLLOWED_UP}) FROM messages "
@@ -295,7 +278,7 @@ class OperatorQueries(SqliteBase):
             return [r[0] for r in rows
                     if may_prune(r[1], datetime.fromisoformat(r[2]), cutoff, needed_by_open_followup=bool(r[3]))]  # fmt: skip
 
-        def work(db: sqlite3.Connection) -> tuple[int, int]:
+        def work(db: Db) -> tuple[int, int]:
             ids = candidates(db, payload_before, " AND pruned_at IS NULL")
             old = candidates(db, metadata_before, "") if metadata_before is not None else []
             if dry_run:
@@ -303,7 +286,7 @@ class OperatorQueries(SqliteBase):
             for chunk in chunks(ids):
                 qs = marks(chunk)
                 db.execute(f"UPDATE messages SET pruned_at=? WHERE id IN ({qs})", (ts(now), *chunk))
-                db.execute(f"UPDATE deliveries SET payload=x'' WHERE message_id IN ({qs})", chunk)
+                db.execute(f"UPDATE deliveries SET payload=? WHERE message_id IN ({qs})", (b"", *chunk))
             # An original goes when no message that still needs it refers to it.
             db.execute(
                 "UPDATE raw SET bytes = NULL WHERE bytes IS NOT NULL AND NOT EXISTS "
@@ -326,23 +309,11 @@ class OperatorQueries(SqliteBase):
 
         payloads, messages = self._tx(work)
         if not dry_run and (payloads or messages):
-            self._compact()
-        return PruneResult(payloads, messages, before, self._size())
-
-    def _compact(self) -> None:
-        """Give the freed pages back to the file system (incremental vacuum; a store made
-        before that was switched on is converted once with a full VACUUM)."""
-        with self._lock:
-            mode = self._db.execute("PRAGMA auto_vacuum").fetchone()[0]
-            if mode != 2:
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                self._db.execute("VACUUM")
-            else:
-                self._db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page
-            self._db.executescript("PRAGMA wal_checkpoint(TRUNCATE);")
+            self._backend.compact()
+        return PruneResult(payloads, messages, before, self._backend.size())
 
 
-def _delivery_info(r: sqlite3.Row) -> DeliveryInfo:
+def _delivery_info(r: Row) -> DeliveryInfo:
     return DeliveryInfo(
         r["id"], r["kind"], r["destination"], r["filename"], r["her_id"], r["out_msg_id"], r["status"],
         r["attempts"], r["last_error"], parse_ts(r["next_attempt_at"]), parse_ts(r["delivered_at"]),

@@ -1,4 +1,4 @@
-"""The follow-up plan in SQLite: episodes and their SP2/SP3 follow-ups, planned and closed in
+"""The follow-up plan in the store: episodes and their SP2/SP3 follow-ups, planned and closed in
 the same transaction as the message that causes it, and reminders queued as deliveries of the
 source message (so they are retried, seen and replayed like any delivery).
 
@@ -9,7 +9,6 @@ plan is made for the patient and no reminder is queued about them."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, datetime
 from typing import Any
 
@@ -17,7 +16,9 @@ from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import SAME_EPISODE_DAYS, Followup, FollowupFacts, FollowupFilter, Phase
 from pfhjem_msg.lifecycle import closing_status, nearest_followup, same_episode_range
 from pfhjem_msg.store.base import DeliverySpec
-from pfhjem_msg.store.sqlite_base import SqliteBase, parse_ts, ts
+from pfhjem_msg.store.core import StoreCore
+from pfhjem_msg.store.rows import parse_ts, ts
+from pfhjem_msg.store.sql import Db, Row
 
 _SELECT = (
     "SELECT f.*, e.municipality, e.anchor, e.anchor_kind, e.source_message_id, e.patient_id, "
@@ -26,7 +27,7 @@ _SELECT = (
 )
 
 
-def _followup(r: sqlite3.Row) -> Followup:
+def _followup(r: Row) -> Followup:
     return Followup(
         r["id"], r["episode_id"], r["municipality"], r["point"], date.fromisoformat(r["window_start"]),
         date.fromisoformat(r["window_end"]), date.fromisoformat(r["anchor"]), r["anchor_kind"], r["status"],
@@ -36,10 +37,10 @@ def _followup(r: sqlite3.Row) -> Followup:
     )  # fmt: skip
 
 
-class FollowupQueries(SqliteBase):
+class FollowupQueries(StoreCore):
     # -- planned and closed while a message is processed -----------------------------------
 
-    def _plan(self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime) -> None:
+    def _plan(self, db: Db, message_id: int, f: FollowupFacts, now: datetime) -> None:
         """Called from the message's own transaction (``apply``)."""
         if f.lifecycle in ("end", "death"):
             self._end_pathway(db, message_id, f, now)
@@ -49,7 +50,7 @@ class FollowupQueries(SqliteBase):
             self._close_by_message(db, message_id, f, now)
 
     @staticmethod
-    def _death_of(db: sqlite3.Connection, patient_id: str | None) -> int | None:
+    def _death_of(db: Db, patient_id: str | None) -> int | None:
         """The message that told us the patient has died, if any (an operator who discards that
         message, because it was wrong, lifts it)."""
         if not patient_id:
@@ -61,7 +62,7 @@ class FollowupQueries(SqliteBase):
         ).fetchone()
         return int(row[0]) if row else None
 
-    def _end_pathway(self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime) -> None:
+    def _end_pathway(self, db: Db, message_id: int, f: FollowupFacts, now: datetime) -> None:
         """The pathway ends, or the patient has died: the patient's open follow-ups close with
         this message as the reason, and their pending reminders are cancelled."""
         death = f.lifecycle == "death"
@@ -107,9 +108,7 @@ class FollowupQueries(SqliteBase):
         self._event(db, message_id, now, "daemon", None, None,
                     f"{what}: closes follow-up(s) {', '.join(closed) if closed else 'none open'}")  # fmt: skip
 
-    def _start_episode(
-        self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime
-    ) -> None:
+    def _start_episode(self, db: Db, message_id: int, f: FollowupFacts, now: datetime) -> None:
         assert f.anchor is not None and f.anchor_kind is not None
         if db.execute("SELECT 1 FROM episodes WHERE source_message_id = ?", (message_id,)).fetchone():
             return  # processed before (a replay): the plan exists
@@ -129,24 +128,22 @@ class FollowupQueries(SqliteBase):
                 self._event(db, message_id, now, "daemon", None, None,
                             f"same episode as the follow-up plan from message {same[1]}: no second plan")  # fmt: skip
                 return
-        episode = db.execute(
+        episode = db.insert(
             "INSERT INTO episodes(patient_id, municipality, anchor, anchor_kind, source_message_id, created_at) "
             "VALUES (?,?,?,?,?,?)",
             (f.patient_id, f.municipality, f.anchor.isoformat(), f.anchor_kind, message_id, ts(now)),
-        ).lastrowid
+        )
         made = []
         for point, start, end in f.windows:
-            fid = db.execute(
+            fid = db.insert(
                 "INSERT INTO followups(episode_id, point, window_start, window_end) VALUES (?,?,?,?)",
                 (episode, point, start.isoformat(), end.isoformat()),
-            ).lastrowid
+            )
             made.append(f"SP{point} {start.isoformat()}..{end.isoformat()} (follow-up {fid})")
         self._event(db, message_id, now, "daemon", None, None,
                     f"follow-up plan ({f.anchor_kind} {f.anchor.isoformat()}): {'; '.join(made)}")  # fmt: skip
 
-    def _close_by_message(
-        self, db: sqlite3.Connection, message_id: int, f: FollowupFacts, now: datetime
-    ) -> None:
+    def _close_by_message(self, db: Db, message_id: int, f: FollowupFacts, now: datetime) -> None:
         open_ones = db.execute(
             "SELECT f.id, f.window_start FROM followups f JOIN episodes e ON e.id = f.episode_id "
             "WHERE e.patient_id = ? AND f.point = ? AND f.status = 'open'",
@@ -218,7 +215,7 @@ class FollowupQueries(SqliteBase):
     # -- changing ---------------------------------------------------------------------------
 
     def add_reminder(self, followup_id: int, phase: Phase, spec: DeliverySpec, now: datetime) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
+        def work(db: Db) -> bool:
             row = db.execute(
                 "SELECT f.status, f.opened_reminder_at, f.closing_reminder_at, e.source_message_id, e.patient_id "
                 "FROM followups f JOIN episodes e ON e.id = f.episode_id WHERE f.id = ?",
@@ -257,7 +254,7 @@ class FollowupQueries(SqliteBase):
 
     def close_followup(self, followup_id: int, status: str, actor: str, note: str, now: datetime,
                        whole_episode: bool = False) -> list[int]:  # fmt: skip
-        def work(db: sqlite3.Connection) -> list[int]:
+        def work(db: Db) -> list[int]:
             row = db.execute(
                 "SELECT f.status, e.source_message_id, f.point FROM followups f "
                 "JOIN episodes e ON e.id = f.episode_id WHERE f.id = ?",

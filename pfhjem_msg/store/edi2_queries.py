@@ -1,4 +1,4 @@
-"""The message service ("EDI 2.0") in SQLite: each service message linked to ours, and where it
+"""The message service ("EDI 2.0") in the store: each service message linked to ours, and where it
 is in the exactly-once protocol of ``pfhjem_msg.edi2.intake`` (stored → AppRec intended →
 posted → read, or held for an operator); the service's id of what we sent through it; and the
 intake's health for ``status``.
@@ -11,13 +11,14 @@ same transaction as the protocol's ``posted``.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pfhjem_msg.lifecycle import PROCESSING, TERMINAL, UNFINISHED, WAITING
 from pfhjem_msg.store.base import Accepted, DeliveryRow, Edi2IntakeFacts, Edi2Link
-from pfhjem_msg.store.sqlite_base import DELIVERY_SELECT, SqliteBase, delivery_row, parse_ts, ts
+from pfhjem_msg.store.core import StoreCore
+from pfhjem_msg.store.rows import DELIVERY_SELECT, delivery_row, parse_ts, ts
+from pfhjem_msg.store.sql import Db, Row
 
 if TYPE_CHECKING:
     # Only the daemon's EDI 2.0 intake calls what needs these at run time (imported there):
@@ -29,7 +30,7 @@ APPREC_DESTINATION = "edi2:apprec"
 """The destination of an AppRec the intake posts for its service message (``store.edi2``)."""
 
 
-def _record(r: sqlite3.Row) -> Edi2Record:
+def _record(r: Row) -> Edi2Record:
     from pfhjem_msg.edi2.intake import Edi2Record
 
     held = r["held"] if r["state"] == "held" else None  # released by an operator: resumed
@@ -40,12 +41,12 @@ def _record(r: sqlite3.Row) -> Edi2Record:
 _RECORD = "SELECT e.*, m.state FROM edi2_messages e JOIN messages m ON m.id = e.message_id"
 
 
-class Edi2Queries(SqliteBase):
+class Edi2Queries(StoreCore):
     def edi2_accept(self, raw: bytes, service_id: str, receiver_her: int, is_apprec: bool,
                     now: datetime) -> Accepted:  # fmt: skip
         source = f"edi2:{service_id}"
 
-        def work(db: sqlite3.Connection) -> Accepted:
+        def work(db: Db) -> Accepted:
             known = db.execute(
                 "SELECT message_id FROM edi2_messages WHERE service_id = ?", (service_id,)
             ).fetchone()
@@ -109,7 +110,7 @@ class Edi2Queries(SqliteBase):
         ))  # fmt: skip
 
     def edi2_apprec_posted(self, service_id: str, apprec_service_id: str | None, now: datetime) -> str | None:
-        def work(db: sqlite3.Connection) -> str | None:
+        def work(db: Db) -> str | None:
             row = db.execute(
                 "UPDATE edi2_messages SET apprec = 'posted', apprec_service_id = coalesce(?, apprec_service_id), "
                 "updated_at = ? WHERE service_id = ? RETURNING message_id",
@@ -135,7 +136,7 @@ class Edi2Queries(SqliteBase):
         ))  # fmt: skip
 
     def edi2_hold(self, service_id: str, reason: str, now: datetime) -> None:
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: Db) -> None:
             row = db.execute(
                 "SELECT e.message_id, m.state, m.held_from FROM edi2_messages e JOIN messages m "
                 "ON m.id = e.message_id WHERE e.service_id = ?",
@@ -178,7 +179,7 @@ class Edi2Queries(SqliteBase):
         self._tx(lambda db: db.execute(
             "INSERT INTO edi2_health(id, last_success, failing_since, last_error, auth_failing, failures, "
             "updated_at) VALUES (1,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-            "last_success = coalesce(excluded.last_success, last_success), failing_since = excluded.failing_since, "
+            "last_success = coalesce(excluded.last_success, edi2_health.last_success), failing_since = excluded.failing_since, "
             "last_error = excluded.last_error, auth_failing = excluded.auth_failing, "
             "failures = excluded.failures, updated_at = excluded.updated_at",
             (ts(h.last_success) if h.last_success else None, ts(h.failing_since) if h.failing_since else None,
@@ -188,8 +189,8 @@ class Edi2Queries(SqliteBase):
     def edi2_facts(self) -> Edi2IntakeFacts | None:
         rows = self._read("SELECT * FROM edi2_health WHERE id = 1")
         counts = self._read(
-            "SELECT coalesce(SUM(e.held IS NOT NULL AND m.state = 'held'), 0), "
-            "coalesce(SUM(e.read_at IS NULL AND (e.held IS NULL OR m.state != 'held')), 0) "
+            "SELECT coalesce(SUM(CASE WHEN e.held IS NOT NULL AND m.state = 'held' THEN 1 ELSE 0 END), 0), "
+            "coalesce(SUM(CASE WHEN e.read_at IS NULL AND (e.held IS NULL OR m.state != 'held') THEN 1 ELSE 0 END), 0) "
             "FROM edi2_messages e JOIN messages m ON m.id = e.message_id WHERE e.read_at IS NULL"
         )
         if not rows and not counts[0][1] and not counts[0][0]:

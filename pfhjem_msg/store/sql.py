@@ -1,0 +1,89 @@
+"""The small connection interface the store's queries are written against, so one set of
+queries serves the SQLite file and PostgreSQL.
+
+Statements are written once, with ``?`` placeholders; a backend translates them for its
+driver. Rows are indexable by column name and by position on both backends. What differs
+between the two SQL dialects and cannot be written portably is a ``Dialect`` attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+T = TypeVar("T")
+
+Row: TypeAlias = Any
+"""A result row: ``row["column"]`` and ``row[0]``, unpackable like a tuple."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    skip_locked: str
+    """Appended to a ``SELECT`` that claims rows: other daemons skip them instead of waiting."""
+    empty_bytes: str
+    """The literal of zero bytes (``x''`` on SQLite, ``'\\x'::bytea`` on PostgreSQL)."""
+
+
+SQLITE = Dialect("sqlite", "", "x''")
+POSTGRESQL = Dialect("postgresql", " FOR UPDATE SKIP LOCKED", "'\\x'::bytea")
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Row:
+        """The next row, or None."""
+        ...
+
+    def fetchall(self) -> list[Row]: ...
+
+    def __iter__(self) -> Iterator[Row]: ...
+
+
+class Db(Protocol):
+    """One connection inside one transaction (``Backend.run``)."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    def insert(self, sql: str, args: Sequence[Any]) -> int:
+        """Run an ``INSERT`` of one row and give its new ``id`` (``RETURNING id``: neither
+        driver's ``lastrowid`` means the same on both)."""
+        ...
+
+
+class Backend(Protocol):
+    """Where the store's rows live: transactions, reads, and the upkeep that is the backend's
+    own business (giving freed space back, its size on disk)."""
+
+    dialect: Dialect
+    where: str
+    """The store as an operator names it in a message: the file, or the URL without password."""
+
+    def run(self, work: Callable[[Db], T], durable: bool = True) -> T:
+        """Run ``work`` in one transaction, committed on return, rolled back on an exception.
+        ``durable``: on disk before it returns (intake, deliveries, operator changes)."""
+        ...
+
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
+
+    def size(self) -> int:
+        """Bytes the store takes on disk (what ``prune`` reports before and after)."""
+        ...
+
+    def compact(self) -> None:
+        """Give the space freed by pruning back, as far as the backend can."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def returning_id(sql: str) -> str:
+    return sql.rstrip() + " RETURNING id"
