@@ -139,7 +139,11 @@ def _delivery_dict(d: DeliveryInfo) -> dict[str, Any]:
     return {
         "id": d.id,
         "kind": d.kind,
+        "followup_id": d.followup_id,
+        "phase": d.phase,
         "destination": d.destination,
+        "transport": d.transport,
+        "target": d.target,
         "her_id": d.her_id,
         "out_msg_id": d.out_msg_id,
         "status": d.status,

@@ -134,6 +134,11 @@ def test_plan_reminders_across_eighteen_months(world: World, capsys: pytest.Capt
     ]
     assert all(r["status"] == "delivered" for r in shown["reminders"]) and "patient" not in shown
     assert {r["destination"] for r in shown["reminders"]} == {f"dir:{world.case_unit}"}
+    code, out, _ = world.cli(capsys, "messages", "show", "1", "--json")
+    sent = [(d["followup_id"], d["phase"]) for d in json.loads(out)["deliveries"] if d["kind"] == "reminder"]
+    assert code == 0 and sent == [(1, "open"), (1, "closing"), (2, "open"), (2, "overdue")]
+    code, out, _ = world.cli(capsys, "messages", "show", "1")
+    assert code == 0 and "(follow-up 2, overdue)" in out
     # A reminder's follow-up id is a column; as a metric label it is only its kind, «reminder».
     kinds = {s.labels["kind"] for m in metrics.REGISTRY.collect() for s in m.samples if "kind" in s.labels}
     assert "reminder" in kinds and kinds <= metrics.DELIVERY_KINDS | {"other"}

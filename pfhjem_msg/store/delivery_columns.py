@@ -19,11 +19,11 @@ the conflict target of every insert of a delivery. A reminder per follow-up and 
 each other kind."""
 
 PHASES: tuple[Phase, ...] = ("open", "closing", "overdue")
-_OLD_TRANSPORTS = (
+_OLD_TRANSPORTS = (  # no LIKE: a literal % means a placeholder to some drivers
     ("transport = destination", "destination IN ('hub', 'edi2')"),
     ("transport = 'edi2_apprec'", "destination = 'edi2:apprec'"),
-    ("transport = 'dir', target = substr(destination, 5)", "destination LIKE 'dir:%'"),
-    ("transport = 'smtp', target = substr(destination, 6)", "destination LIKE 'smtp:%'"),
+    ("transport = 'dir', target = substr(destination, 5)", "substr(destination, 1, 4) = 'dir:'"),
+    ("transport = 'smtp', target = substr(destination, 6)", "substr(destination, 1, 5) = 'smtp:'"),
 )
 
 
@@ -40,7 +40,7 @@ def typed_deliveries(db: Db) -> None:
     _drop_old_key(db)
     updates = []
     for delivery_id, kind in db.execute(
-        "SELECT id, kind FROM deliveries WHERE kind LIKE 'followup:%'"
+        "SELECT id, kind FROM deliveries WHERE substr(kind, 1, 9) = 'followup:'"
     ).fetchall():
         _, followup_id, phase = [*str(kind).split(":"), "", ""][:3]
         if followup_id.isdigit() and phase in PHASES:
