@@ -18,7 +18,7 @@ from pfhjem_msg import __version__
 from pfhjem_msg.config import ConfigProblems, Settings, effective, find_config, load
 from pfhjem_msg.config_show import to_toml
 from pfhjem_msg.decision import decide
-from pfhjem_msg.errors import ConfigError, PfhjemError
+from pfhjem_msg.errors import ConfigError, PfhjemError, StoreUnavailable
 from pfhjem_msg.gpregistry import GPRegistry
 from pfhjem_msg.kith import apprec
 from pfhjem_msg.kith.batch import examine_file, validate_files
@@ -26,6 +26,10 @@ from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.schemas import load_schema_set
 from pfhjem_msg.kith.verdict import Options
 from pfhjem_msg.logs import configure as configure_logs
+
+EX_TEMPFAIL = 75
+"""The store's server cannot be reached now: try again (systemd restarts the daemon; exit 2,
+a refusal, stops it: ``RestartPreventExitStatus=2``)."""
 
 
 class UsageError(PfhjemError):
@@ -266,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         "med kreft», routes them and sends the AppRec.",
     )
     parser.add_argument("--version", action="version", version=f"pfhjem-msg {__version__}")
-    from pfhjem_msg import cli_followups, cli_ops
+    from pfhjem_msg import cli_followups, cli_ops, cli_store
     from pfhjem_msg.cli_ops import config_option
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -333,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_ops.add_commands(sub)
     cli_followups.add_commands(sub)
+    cli_store.add_commands(sub)
     return parser
 
 
@@ -360,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"pfhjem-msg: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:
+        print(f"pfhjem-msg: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     except PfhjemError as exc:
         print(f"pfhjem-msg: {exc}", file=sys.stderr)
         return 2

@@ -55,7 +55,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 def _store(args: argparse.Namespace) -> OperatorStore:
-    return open_store(settings_of(args).state_dir, create=False, busy_timeout_ms=5000)
+    return open_store(settings_of(args), create=False, busy_timeout_ms=5000)
 
 
 def with_store(

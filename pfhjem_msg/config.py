@@ -163,6 +163,9 @@ class Settings:
     """Where the Prometheus endpoint listens (host, port); None: off."""
     metrics_refresh_seconds: float = 15.0
     """How often the gauges (messages by state, oldest unfinished, …) are read from the store."""
+    store_url: str | None = field(default=None, repr=False)
+    """PostgreSQL (``[store] url``, which may hold a password: never shown); None: the SQLite
+    file in ``state_dir``."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     """The parsed file as written (every key of it is also in a typed field above)."""
 
@@ -208,6 +211,10 @@ def effective(path: Path) -> dict[str, Any]:
         data["smtp"]["password"] = MASK
     if data.get("edi2"):
         data["edi2"]["helseid"]["private_key"] = MASK  # not even where the key lies
+    if data["store"].get("url"):
+        from pfhjem_msg.store.url import masked
+
+        data["store"]["url"] = masked(data["store"]["url"])
     return data
 
 
@@ -318,6 +325,7 @@ def _settings(path: Path, f: model.ConfigFile, raw: dict[str, Any], signing: Sig
         followups=FollowupSettings(f.followups.closing_reminder_days, f.followups.sweep_minutes),
         metrics_address=metrics_address,
         metrics_refresh_seconds=f.metrics.refresh_seconds,
+        store_url=f.store.url,
         raw=raw,
     )
 

@@ -121,6 +121,24 @@ def _url(value: str) -> str:
     return value
 
 
+def _store_url(value: str) -> str:
+    """A PostgreSQL URL as libpq reads it, checked here so a typo is a line-numbered problem
+    rather than a failure to connect at the daemon's start."""
+    from urllib.parse import urlsplit
+
+    example = '"postgresql://pfhjem@db.example.no:5432/pfhjem_msg"'
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise _problem("store_url", f"is not a URL with a valid port, e.g. {example}") from None
+    if parts.scheme not in ("postgresql", "postgres") or any(c.isspace() for c in value):
+        raise _problem("store_url", f"must be a postgresql:// URL, e.g. {example}")
+    if not parts.path.strip("/"):
+        raise _problem("store_url", f"must name the database after the host, e.g. {example}")
+    return value
+
+
 def _host_port(value: str) -> str:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -346,6 +364,11 @@ class Followups(Section):
     sweep_minutes: Interval = 10.0
 
 
+class Store(Section):
+    url: Annotated[str, AfterValidator(_store_url)] | None = None
+    """None: the SQLite file in state_dir."""
+
+
 class Metrics(Section):
     address: Annotated[str, AfterValidator(_host_port)] | None = None
     refresh_seconds: Interval = 15.0
@@ -372,6 +395,7 @@ class ConfigFile(Section):
     followups: Followups = Followups()
     metrics: Metrics = Metrics()
     edi2: Edi2 | None = None
+    store: Store = Store()
 
     @field_validator("municipality")
     @classmethod

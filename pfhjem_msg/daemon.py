@@ -115,7 +115,7 @@ class Daemon:
         # The workers start first: forked, they must not inherit the store's open connection.
         drafts = DraftPool(settings, settings.workers)
         drafts.start()
-        self.store: DaemonStore = open_store(settings.state_dir)
+        self.store: DaemonStore = open_store(settings)
         self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp, drafts=drafts)
         self._delivery = ThreadPoolExecutor(1, thread_name_prefix="delivery")
         self.spool = self._spool(settings)

@@ -18,6 +18,12 @@ class StoreError(PfhjemError):
     """The message store cannot be read or written."""
 
 
+class StoreUnavailable(StoreError):
+    """The store's server cannot be reached now (down, starting, overloaded): unlike a
+    refused store, this may pass, so the command exits 75 (EX_TEMPFAIL) and a service manager
+    starts the daemon again instead of leaving it stopped."""
+
+
 class ContentRejected(PfhjemError):
     """A message cannot be interpreted; a negative AppRec is due."""
 

@@ -13,6 +13,15 @@ import pytest
 from pfhjem_msg.kith.schemas import SchemaSet, load_schema_set
 from pfhjem_msg.kith.verdict import Options
 from pfhjem_msg.store.sqlite import SqliteStore
+from tests.store_backends import (
+    BACKENDS,
+    PgServer,
+    StoreFactory,
+    empty_tables,
+    pg_server_fixture,
+    postgres_factory,
+    sqlite_factory,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -37,6 +46,36 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "state" / "pfhjem-msg.sqlite3")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The test run's PostgreSQL databases, dropped at the end (fails in CI, skips elsewhere,
+    when PostgreSQL cannot be reached)."""
+    yield from pg_server_fixture()
+
+
+@pytest.fixture(scope="session")
+def contract_pg_url(pg_server: PgServer) -> str:
+    """One migrated database for the contract suite, emptied before each test."""
+    from pfhjem_msg.store.postgres import PostgresStore
+
+    url = pg_server.fresh()
+    PostgresStore(url).close()
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Opens empty stores of each backend in turn (every call: another handle on the same store)."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("contract_pg_url")
+        empty_tables(url)
+        factory = postgres_factory(url)
+    else:
+        factory = sqlite_factory(tmp_path)
+    yield factory
+    factory.close_all()
 
 
 @pytest.fixture(scope="session")

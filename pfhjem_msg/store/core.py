@@ -29,6 +29,10 @@ class StoreCore:
         """The store as an operator names it: its file, or its URL without the password."""
         return self._backend.where
 
+    def schema_versions(self) -> tuple[int, int]:
+        """The store's schema version when it was opened, and now (``store migrate``)."""
+        return self._backend.version_before, self._backend.version
+
     def _tx(self, work: Callable[[Db], T], durable: bool = True) -> T:
         """Run ``work`` in one transaction, committed on return. ``durable``: on disk before it
         returns, as intake and deliveries need. Processing steps pass False: they survive a
@@ -93,6 +97,10 @@ class StoreCore:
         )
 
     def _finish_if_delivered(self, db: Db, message_id: int, now: datetime) -> str | None:
+        """The message reaches its final state when no delivery is left. Its row is locked
+        first, so that of two transactions finishing its last deliveries at once the second
+        counts after the first has committed, and one of them finishes it."""
+        db.execute("SELECT id FROM messages WHERE id = ?" + db.dialect.for_update, (message_id,))
         state, target, left = db.execute(
             "SELECT state, on_delivered, (SELECT COUNT(*) FROM deliveries WHERE message_id = m.id "
             "AND status NOT IN ('delivered', 'cancelled')) FROM messages m WHERE id = ?",

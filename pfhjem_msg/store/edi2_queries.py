@@ -51,6 +51,12 @@ class Edi2Queries(StoreCore):
                 return Accepted(int(known[0]), False)
             stored = self._store_raw(db, raw, source, now)
             message_id, new = stored.message_id, stored.new
+            if not new:  # another daemon may have taken this service message while we waited for its bytes
+                known = db.execute(
+                    "SELECT message_id FROM edi2_messages WHERE service_id = ?", (service_id,)
+                ).fetchone()
+                if known is not None:
+                    return Accepted(int(known[0]), False)
             answers = (
                 db.execute("SELECT 1 FROM edi2_messages WHERE message_id = ?", (message_id,)).fetchone()
                 is None

@@ -124,7 +124,9 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
         self._tx(work, durable=False)
 
     def _apply(self, db: Db, c: Change, now: datetime) -> None:
-        row = db.execute("SELECT state, redraft FROM messages WHERE id = ?", (c.message_id,)).fetchone()
+        row = db.execute(
+            "SELECT state, redraft FROM messages WHERE id = ?" + db.dialect.for_update, (c.message_id,)
+        ).fetchone()
         if row is None:
             raise NoSuchMessage(c.message_id)
         if row[0] not in PROCESSING:

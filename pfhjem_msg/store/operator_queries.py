@@ -118,7 +118,9 @@ class OperatorQueries(StoreCore):
         remember_held_from: bool = False,
     ) -> str:
         def work(db: Db) -> str:
-            row = db.execute("SELECT state, held_from FROM messages WHERE id = ?", (message_id,)).fetchone()
+            row = db.execute(
+                "SELECT state, held_from FROM messages WHERE id = ?" + db.dialect.for_update, (message_id,)
+            ).fetchone()
             if row is None:
                 raise NoSuchMessage(message_id)
             state, held_from = row

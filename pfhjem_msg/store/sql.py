@@ -23,12 +23,13 @@ class Dialect:
     name: str
     skip_locked: str
     """Appended to a ``SELECT`` that claims rows: other daemons skip them instead of waiting."""
-    empty_bytes: str
-    """The literal of zero bytes (``x''`` on SQLite, ``'\\x'::bytea`` on PostgreSQL)."""
+    for_update: str
+    """Appended to a ``SELECT`` of a row the transaction then changes from what it read: a
+    concurrent transaction waits for this one (SQLite's writers take turns anyway)."""
 
 
-SQLITE = Dialect("sqlite", "", "x''")
-POSTGRESQL = Dialect("postgresql", " FOR UPDATE SKIP LOCKED", "'\\x'::bytea")
+SQLITE = Dialect("sqlite", "", "")
+POSTGRESQL = Dialect("postgresql", " FOR UPDATE SKIP LOCKED", " FOR UPDATE")
 
 
 class Cursor(Protocol):
@@ -66,6 +67,9 @@ class Backend(Protocol):
     dialect: Dialect
     where: str
     """The store as an operator names it in a message: the file, or the URL without password."""
+    version_before: int
+    """The schema version the store had when it was opened (before migrations)."""
+    version: int
 
     def run(self, work: Callable[[Db], T], durable: bool = True) -> T:
         """Run ``work`` in one transaction, committed on return, rolled back on an exception.

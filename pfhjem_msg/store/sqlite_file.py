@@ -67,13 +67,16 @@ def warn_if_readable(paths: Sequence[Path]) -> None:
                         fix=f"chmod {want} {path}")  # fmt: skip
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring the schema up to date (in the caller's transaction)."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+def migrate(db: sqlite3.Connection) -> tuple[int, int]:
+    """Bring the schema up to date (in the caller's transaction): the versions before and after."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    reached = version
     if version < len(MIGRATIONS):
-        db.execute(f"PRAGMA user_version={schema.apply(SqliteDb(db), version)}")
+        reached = schema.apply(SqliteDb(db), version)
+        db.execute(f"PRAGMA user_version={reached}")
     if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
         db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    return version, reached
 
 
 def _damaged(path: Path, what: str) -> StoreError:
@@ -281,7 +284,7 @@ class SqliteBackend:
         self._lock = threading.RLock()
         self._durable = True
         self._conn = SqliteDb(self._db)
-        self.run(lambda db: migrate(self._db))
+        self.version_before, self.version = self.run(lambda db: migrate(self._db))
 
     @property
     def connection(self) -> sqlite3.Connection:

@@ -1,0 +1,83 @@
+"""The store commands: ``store migrate`` (bring the configured store's schema up to date, and
+say at which version it is) and ``store copy`` (move an installation's history from its SQLite
+file into the PostgreSQL store the configuration names)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pfhjem_msg.cli_ops import config_option, settings_of
+from pfhjem_msg.errors import StoreError
+from pfhjem_msg.store import SQLITE_NAME, open_store
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    store = open_store(settings, create=True)
+    try:
+        before, now = store.schema_versions()
+        where = store.where
+    finally:
+        store.close()
+    if before == now:
+        print(f"{where}: schema version {now}, up to date; nothing to do")
+    else:
+        print(f"{where}: schema version {now} (was {before})")
+    return 0
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if settings.store_url is None:
+        raise StoreError(
+            "store copy moves the history into PostgreSQL, and the configuration names none: set "
+            "[store] url, run `pfhjem-msg store migrate`, then copy"
+        )
+    from pfhjem_msg.store.copy import CopyRefused, copy_into
+    from pfhjem_msg.store.postgres import PostgresBackend
+
+    source = Path(args.source)
+    if source.is_dir():
+        source = source / SQLITE_NAME
+    target = PostgresBackend(settings.store_url, create=True)
+    try:
+        report = copy_into(source, target)
+    except CopyRefused as exc:
+        _table(exc.report.tables)
+        print(f"pfhjem-msg: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        target.close()
+    _table(report.tables)
+    print(f"stored originals: {'the same set in both' if report.originals_match else 'DIFFERENT'}")
+    if report.copied:
+        print(f"copied {report.copied} row(s) from {source} into {target.where}; verified")
+    else:
+        print(f"nothing to copy: {target.where} already holds everything in {source}; verified")
+    return 0
+
+
+def _table(rows: list[Any]) -> None:
+    print(f"{'table':<16}{'sqlite':>10}{'postgresql':>12}{'copied':>10}")
+    for t in rows:
+        mark = "" if t.source == t.target else "   ≠"
+        print(f"{t.table:<16}{t.source:>10}{t.target:>12}{t.copied:>10}{mark}")
+
+
+def add_commands(sub: Any) -> None:
+    s = sub.add_parser("store", help="the message store: migrate its schema, copy SQLite into PostgreSQL")
+    ssub = s.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
+    m = ssub.add_parser("migrate", help="bring the configured store's schema up to date and show its version")
+    config_option(m)
+    m.set_defaults(func=cmd_migrate)
+    c = ssub.add_parser(
+        "copy",
+        help="copy an installation's history from its SQLite file into the configured PostgreSQL store",
+    )
+    config_option(c)
+    c.add_argument("--from", dest="source", required=True, metavar="SQLITE_FILE",
+                   help="the SQLite store (state_dir/pfhjem-msg.sqlite3, or the state_dir); read only")  # fmt: skip
+    c.set_defaults(func=cmd_copy)
