@@ -1,24 +1,28 @@
-"""Deliveries in typed columns in a real store: an existing store from before them upgraded in
-place, a delivery unique per message by kind, follow-up and phase, ``due_deliveries`` agreeing
-with ``lifecycle.may_send`` over every state and kind, and the daemon's own moves held to the
-lifecycle table."""
+"""Deliveries in typed columns in a real store, on both backends: an existing store from before
+them upgraded in place, a delivery unique per message by kind, follow-up and phase,
+``due_deliveries`` agreeing with ``lifecycle.may_send`` over every state and kind, and the
+daemon's own moves held to the lifecycle table."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from pfhjem_msg import lifecycle as lc
 from pfhjem_msg.errors import StoreError
-from pfhjem_msg.store import schema, sqlite_file
+from pfhjem_msg.store import schema
 from pfhjem_msg.store.base import Change, DeliverySpec, Transition
-from pfhjem_msg.store.sqlite import SqliteStore
+from pfhjem_msg.store.messages import SqlStore
+from tests.store_backends import BACKENDS, PgServer
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 LATER = T0 + timedelta(minutes=1)
@@ -26,30 +30,64 @@ ROUTED = [Transition("parsed", "p"), Transition("classified", "c"), Transition("
 TYPED = schema.MIGRATIONS.index(schema.typed_deliveries)
 
 
+@dataclass
+class Place:
+    """One store of one backend, opened by the code under test, and a plain connection to the
+    same database for setting rows up the way an older version or a test needs them."""
+
+    kind: str
+    open: Callable[[], SqlStore]
+    connect: Callable[[], Any]
+
+    def sql(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with closing(self.connect()) as conn:
+            if self.kind == "postgresql":
+                cur = conn.execute(statement.replace("?", "%s"), args)
+                return [tuple(r) for r in cur.fetchall()] if cur.description else []
+            cur = conn.execute(statement, args)
+            return [tuple(r) for r in cur.fetchall()]
+
+
+@pytest.fixture(params=BACKENDS)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    if request.param == "postgresql":
+        from psycopg import connect
+
+        from pfhjem_msg.store.postgres import PostgresStore
+
+        server: PgServer = request.getfixturevalue("pg_server")
+        url = server.fresh()
+        return Place("postgresql", lambda: PostgresStore(url), lambda: connect(url, autocommit=True))
+    from pfhjem_msg.store.sqlite import SqliteStore
+
+    path = tmp_path / "store.sqlite3"
+    return Place("sqlite", lambda: SqliteStore(path), lambda: sqlite3.connect(path, isolation_level=None))
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "store.sqlite3")
+def store(place: Place) -> Iterator[SqlStore]:
+    s = place.open()
     yield s
     s.close()
 
 
-def _old_store(path: Path, monkeypatch: pytest.MonkeyPatch, deliveries: list[tuple[str, str]]) -> list[int]:
+def _old_store(place: Place, monkeypatch: pytest.MonkeyPatch, deliveries: list[tuple[str, str]]) -> list[int]:
     """A store as the version before typed columns made it, with deliveries in its strings."""
+    from pfhjem_msg.store import postgres, sqlite_file
+
     with monkeypatch.context() as m:
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:TYPED])
-        m.setattr(sqlite_file, "MIGRATIONS", schema.MIGRATIONS[:TYPED])
-        old = SqliteStore(path)
+        for module in (schema, sqlite_file, postgres):
+            m.setattr(module, "MIGRATIONS", schema.MIGRATIONS[:TYPED])
+        old = place.open()
         ids = [old.accept(f"<m>{i}</m>".encode(), "spool:x", T0).message_id for i in range(2)]
-        old._db.executemany(
+        old.close()
+    for n, (kind, dest) in enumerate(deliveries):
+        place.sql(
             "INSERT INTO deliveries(message_id, kind, destination, filename, payload, next_attempt_at, created_at) "
             "VALUES (?,?,?,?,?,?,?)",
-            [(ids[n % 2], kind, dest, f"f{n}", b"x", T0.isoformat(), T0.isoformat())
-             for n, (kind, dest) in enumerate(deliveries)],
-        )  # fmt: skip
-        old._db.execute("UPDATE messages SET state = 'routed'")
-        old._db.commit()
-        assert old._db.execute("PRAGMA user_version").fetchone()[0] == TYPED
-        old.close()
+            (ids[n % 2], kind, dest, f"f{n}", b"x", T0.isoformat(), T0.isoformat()),
+        )
+    place.sql("UPDATE messages SET state = 'routed'")
     return ids
 
 
@@ -66,11 +104,10 @@ OLD = [
 
 
 def test_a_store_from_before_typed_columns_reads_back_typed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    place: Place, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "store.sqlite3"
-    first, second = _old_store(path, monkeypatch, OLD)
-    store = SqliteStore(path)  # the new code opens it: the migration runs
+    first, second = _old_store(place, monkeypatch, OLD)
+    store = place.open()  # the new code opens it: the migration runs
     try:
         rows = store.deliveries(first) + store.deliveries(second)
         got = sorted((d.kind, d.followup_id, d.phase, d.transport, d.target) for d in rows)
@@ -92,45 +129,48 @@ def test_a_store_from_before_typed_columns_reads_back_typed(
         )
         # the new key holds on the upgraded table: the same reminder again is not queued twice
         again = DeliverySpec("reminder", "hub", "r", b"x", followup_id=4, phase="open")
-        store._db.execute("UPDATE messages SET state = 'received'")
+        place.sql("UPDATE messages SET state = 'received'")
         store.apply([Change(first, ROUTED, [again])], LATER)
         assert [d.filename for d in store.deliveries(first) if d.slot == again.slot] == ["f6"]
-        columns = {r[1] for r in store._db.execute("PRAGMA table_info(deliveries)")}
-        assert "destination" not in columns and {"receipt_overdue_at", "service_id", "original"} <= columns
-        indexes = {
-            r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'deliveries'")
-        }
-        assert {
-            "deliveries_due",
-            "deliveries_out",
-            "deliveries_slot",
-            "deliveries_awaiting_receipt",
-        } <= indexes
     finally:
         store.close()
+    columns, indexes = _layout(place)
+    assert "destination" not in columns and {"receipt_overdue_at", "service_id", "original"} <= columns
+    assert {"deliveries_due", "deliveries_out", "deliveries_slot", "deliveries_awaiting_receipt"} <= indexes
+
+
+def _layout(place: Place) -> tuple[set[str], set[str]]:
+    """The deliveries table's columns and indexes."""
+    if place.kind == "postgresql":
+        columns = place.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'deliveries'"
+        )
+        indexes = place.sql("SELECT indexname FROM pg_indexes WHERE tablename = 'deliveries'")
+    else:
+        columns = [(r[1],) for r in place.sql("PRAGMA table_info(deliveries)")]
+        indexes = place.sql("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'")
+    return {r[0] for r in columns}, {r[0] for r in indexes}
+
+
+def _version(place: Place) -> int:
+    if place.kind == "postgresql":
+        return int(place.sql("SELECT value FROM pfhjem_meta WHERE key = 'schema_version'")[0][0])
+    return int(place.sql("PRAGMA user_version")[0][0])
 
 
 def test_an_unknown_old_destination_stops_the_upgrade_and_changes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    place: Place, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "store.sqlite3"
-    _old_store(path, monkeypatch, [("apprec", "hub"), ("case_unit", "ftp:somewhere")])
+    _old_store(place, monkeypatch, [("apprec", "hub"), ("case_unit", "ftp:somewhere")])
     with pytest.raises(
         StoreError, match=r"delivery 2 of message 2 has a destination this version does not know"
     ):
-        SqliteStore(path)
-    db = sqlite3.connect(path)
-    try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == TYPED
-        assert db.execute("SELECT destination FROM deliveries ORDER BY id").fetchall() == [
-            ("hub",),
-            ("ftp:somewhere",),
-        ]
-    finally:
-        db.close()
+        place.open()
+    assert _version(place) == TYPED
+    assert place.sql("SELECT destination FROM deliveries ORDER BY id") == [("hub",), ("ftp:somewhere",)]
 
 
-def test_a_delivery_is_unique_per_message_by_kind_follow_up_and_phase(store: SqliteStore) -> None:
+def test_a_delivery_is_unique_per_message_by_kind_follow_up_and_phase(store: SqlStore) -> None:
     mid = store.accept(b"<m/>", "t", T0).message_id
     specs = [
         DeliverySpec("apprec", "hub", "a1", b"1"),
@@ -149,7 +189,7 @@ def test_a_delivery_is_unique_per_message_by_kind_follow_up_and_phase(store: Sql
     ]
 
 
-def test_due_deliveries_agree_with_may_send_for_every_state_and_kind(store: SqliteStore) -> None:
+def test_due_deliveries_agree_with_may_send_for_every_state_and_kind(place: Place, store: SqlStore) -> None:
     made: dict[int, tuple[str, str]] = {}
     for n, (state, kind) in enumerate(product(lc.ALL_STATES, lc.DELIVERY_KINDS)):
         mid = store.accept(f"<m>{n}</m>".encode(), "t", T0).message_id
@@ -159,16 +199,15 @@ def test_due_deliveries_agree_with_may_send_for_every_state_and_kind(store: Sqli
             else DeliverySpec(kind, "hub", f"d{n}", b"x")
         )
         store.apply([Change(mid, ROUTED, [spec])], T0)
-        store._db.execute("UPDATE messages SET state = ? WHERE id = ?", (state, mid))
+        place.sql("UPDATE messages SET state = ? WHERE id = ?", (state, mid))
         made[mid] = (state, kind)
-    store._db.commit()
     due = {d.message_id for d in store.due_deliveries(LATER, 1000)}
     assert due == {mid for mid, (state, kind) in made.items() if lc.may_send(state, kind)}
     assert 0 < len(due) < len(made)
 
 
 def test_an_illegal_move_the_daemon_drafted_is_not_written_and_the_message_is_held(
-    store: SqliteStore,
+    store: SqlStore,
 ) -> None:
     mid = store.accept(b"<m/>", "t", T0).message_id
     bad = Change(mid, [Transition("parsed", "p"), Transition("delivered", "a bug")],
@@ -188,7 +227,7 @@ def test_an_illegal_move_the_daemon_drafted_is_not_written_and_the_message_is_he
     assert (line["from_state"], line["to_state"]) == ("parsed", "delivered")
 
 
-def test_a_legal_change_is_written_as_drafted(store: SqliteStore) -> None:
+def test_a_legal_change_is_written_as_drafted(store: SqlStore) -> None:
     mid = store.accept(b"<m/>", "t", T0).message_id
     with capture_logs() as logs:
         store.apply([Change(mid, ROUTED, [DeliverySpec("apprec", "hub", "a", b"x")], "rejected")], T0)
@@ -197,12 +236,11 @@ def test_a_legal_change_is_written_as_drafted(store: SqliteStore) -> None:
     assert not [x for x in logs if x["event"] == "store.illegal_transition"]
 
 
-def test_a_delivery_failing_on_a_discarded_message_leaves_it_discarded(store: SqliteStore) -> None:
+def test_a_delivery_failing_on_a_discarded_message_leaves_it_discarded(place: Place, store: SqlStore) -> None:
     mid = store.accept(b"<m/>", "t", T0).message_id
     store.apply([Change(mid, ROUTED, [DeliverySpec("case_unit", "hub", "c", b"x")])], T0)
     (d,) = store.deliveries(mid)
-    store._db.execute("UPDATE messages SET state = 'discarded' WHERE id = ?", (mid,))
-    store._db.commit()
+    place.sql("UPDATE messages SET state = 'discarded' WHERE id = ?", (mid,))
     with capture_logs() as logs:
         store.delivery_failed(d.id, "refused", LATER, None)
     row = store.message(mid)

@@ -32,6 +32,10 @@ def test_a_reminder_names_its_follow_up_and_phase_and_nothing_else_does() -> Non
         DeliverySpec("reminder", "hub", "r.xml", b"x", followup_id=3)
     with pytest.raises(ValueError, match="any other kind neither"):
         DeliverySpec("apprec", "hub", "a.xml", b"x", followup_id=3, phase="open")
+    with pytest.raises(ValueError, match="not a delivery kind"):  # the old string form is refused
+        DeliverySpec("followup:3:open", "hub", "r.xml", b"x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a transport"):
+        DeliverySpec("case_unit", "dir:/srv/cases", "c.xml", b"x")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,14 @@ from datetime import date, datetime
 from typing import Literal, Protocol
 
 from pfhjem_msg.followups import Followup, FollowupFacts, FollowupFilter, Phase
-from pfhjem_msg.lifecycle import DeliveryKind, State, Transport, describe_destination
+from pfhjem_msg.lifecycle import (
+    DELIVERY_KINDS,
+    TRANSPORTS,
+    DeliveryKind,
+    State,
+    Transport,
+    describe_destination,
+)
 
 __all__ = ["DeliveryKind", "Transport"]  # listed once, in ``lifecycle``; here for the store's users
 
@@ -86,7 +93,9 @@ class Addressed:
 
 
 def check_slot(kind: DeliveryKind, followup_id: int | None, phase: Phase | None) -> None:
-    """A reminder names its follow-up and phase; nothing else does."""
+    """A reminder names its follow-up and phase; nothing else does; every kind is one of the list."""
+    if kind not in DELIVERY_KINDS:
+        raise ValueError(f"{kind!r} is not a delivery kind; the kinds are {', '.join(DELIVERY_KINDS)}")
     if (kind == "reminder") != (followup_id is not None and phase is not None) or (
         kind != "reminder" and (followup_id is not None or phase is not None)
     ):
@@ -116,6 +125,10 @@ class DeliverySpec(Addressed):
 
     def __post_init__(self) -> None:
         check_slot(self.kind, self.followup_id, self.phase)
+        if self.transport not in TRANSPORTS:
+            raise ValueError(
+                f"{self.transport!r} is not a transport; the transports are {', '.join(TRANSPORTS)}"
+            )
 
 
 @dataclass(frozen=True)
