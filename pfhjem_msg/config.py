@@ -24,7 +24,7 @@ from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.signature import SenderTrust, SigningKey
-from pfhjem_msg.lifecycle import DestinationTransport, describe_destination
+from pfhjem_msg.lifecycle import DestinationTransport
 from pfhjem_msg.pathway import MatcherConfig
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.transport.smtp import SmtpSettings
@@ -75,10 +75,6 @@ class Destination:
         if self.transport == "dir":
             return str(self.path)
         return self.address if self.transport == "smtp" else None
-
-    def describe(self) -> str:
-        """As operators read it: ``dir:/path``, ``smtp:address``, ``hub``, ``edi2``."""
-        return describe_destination(self.transport, self.target)
 
 
 @dataclass(frozen=True)

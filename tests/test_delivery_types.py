@@ -53,9 +53,12 @@ def test_a_configured_destination_gives_its_columns() -> None:
     from pathlib import Path
 
     d = Destination("Tildeling", None, "dir", path=Path("/srv/cases"))
-    assert (d.transport, d.target, d.describe()) == ("dir", "/srv/cases", "dir:/srv/cases")
+    assert (d.transport, d.target) == ("dir", "/srv/cases")
     mail = Destination("Kreft", None, "smtp", address="kreft@k.example")
-    assert (mail.target, mail.describe()) == ("kreft@k.example", "smtp:kreft@k.example")
+    assert (mail.target, lc.describe_destination(mail.transport, mail.target)) == (
+        "kreft@k.example",
+        "smtp:kreft@k.example",
+    )
     assert Destination("Hub", "8300010", "hub").target is None
 
 
