@@ -24,6 +24,7 @@ from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.signature import SenderTrust, SigningKey
+from pfhjem_msg.lifecycle import DestinationTransport
 from pfhjem_msg.pathway import MatcherConfig
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.transport.smtp import SmtpSettings
@@ -52,7 +53,7 @@ class KithSettings:
     """Per sender HER-id: its organisation number and its own signature requirement."""
 
 
-Transport = Literal["dir", "smtp", "hub", "edi2"]
+Transport = DestinationTransport
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,12 @@ class Destination:
     group: str | None = None
     """Unix group that may read what is delivered here (files 0640, directories 0750)."""
 
-    def describe(self) -> str:
+    @property
+    def target(self) -> str | None:
+        """The directory or the e-mail address a delivery here names (its ``target`` column)."""
         if self.transport == "dir":
-            return f"dir:{self.path}"
-        if self.transport == "smtp":
-            return f"smtp:{self.address}"
-        return self.transport
+            return str(self.path)
+        return self.address if self.transport == "smtp" else None
 
 
 @dataclass(frozen=True)

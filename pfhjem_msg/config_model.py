@@ -38,6 +38,7 @@ from pfhjem_msg import __version__
 from pfhjem_msg.config import ENV_PREFIX, default_workers
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
+from pfhjem_msg.lifecycle import DestinationTransport
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.transport.smtp import SmtpSettings
 
@@ -231,7 +232,7 @@ class Apprec(Section):
 class Destination(Section):
     name: Text
     her_id: HerId | None = None
-    transport: Literal["dir", "smtp", "hub", "edi2"] = "dir"
+    transport: DestinationTransport = "dir"
     path: RelPath | None = None
     address: Email | None = None
     group: Text | None = None
