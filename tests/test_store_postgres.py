@@ -21,6 +21,8 @@ from pfhjem_msg.store.url import masked
 from tests.conftest import ROOT, SAMPLES, write_config
 from tests.store_backends import PgServer
 
+VERSION = len(MIGRATIONS)
+
 pytestmark = pytest.mark.slow
 
 
@@ -84,7 +86,7 @@ def test_migrate_then_operator_commands_and_refusals(pg_server: PgServer, tmp_pa
     first = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert (
-        f"schema version {len(MIGRATIONS)} (was 0)" in first.stdout
+        f"schema version {VERSION} (was 0)" in first.stdout
         and "never-shown" not in first.stdout + first.stderr
     )
     again = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
@@ -128,9 +130,7 @@ def test_daemons_starting_at_once_migrate_once(pg_server: PgServer, tmp_path: Pa
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
     assert sum("(was 0)" in out for out, _ in outputs) == 1  # one migrated, the others found it done
-    assert _psql(url, "SELECT value FROM pfhjem_meta WHERE key = 'schema_version'") == [
-        (str(len(MIGRATIONS)),)
-    ]
+    assert _psql(url, "SELECT value FROM pfhjem_meta WHERE key = 'schema_version'") == [(str(VERSION),)]
 
 
 _ACCEPT = """
@@ -236,7 +236,7 @@ def test_migrate_on_the_sqlite_store_reports_its_version(tmp_path: Path) -> None
     assert made.returncode == 0, made.stderr
     assert (
         str(tmp_path / "var" / "pfhjem-msg.sqlite3") in made.stdout
-        and f"schema version {len(MIGRATIONS)}" in made.stdout
+        and f"schema version {VERSION}" in made.stdout
     )
     again = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout
