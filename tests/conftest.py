@@ -30,6 +30,25 @@ REAL_SAMPLES = SHARED / "real-samples"
 SAMPLES = ROOT / "samples"
 
 
+def _tree(directory: Path) -> dict[str, tuple[int, int]]:
+    if not directory.exists():
+        return {}
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in directory.rglob("*") if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="session", autouse=True)
+def developer_state_untouched() -> Iterator[None]:
+    """No test may write the checkout's ``var/`` (the demo configuration's state): a test works
+    on a copy in its own directory. Checked over the whole run, so a new test that forgets is
+    caught the first time it runs."""
+    before = _tree(ROOT / "var")
+    yield
+    after = _tree(ROOT / "var")
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"tests wrote the checkout's var/ ({len(changed)} files, e.g. {changed[:3]})"
+
+
 def real_sample_files() -> list[Path]:
     if not REAL_SAMPLES.is_dir():
         return []

@@ -68,11 +68,6 @@ def test_module_and_console_script_agree() -> None:
     assert version.returncode == 0 and version.stdout.startswith("pfhjem-msg ")
 
 
-def test_run_with_demo_config() -> None:
-    result = run("run", "--config", str(ROOT / "config" / "demo.toml"), "--once")
-    assert result.returncode == 0, result.stderr
-
-
 def test_bad_config_is_reported_whole(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(
