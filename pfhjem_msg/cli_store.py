@@ -1,32 +1,63 @@
 """The store commands: ``store migrate`` (bring the configured store's schema up to date, and
-say at which version it is) and ``store copy`` (move an installation's history from its SQLite
+say at which version it is; on the SQLite file only while no daemon runs on it, and only where
+there is a store unless ``--create``) and ``store copy`` (move an installation's history from its SQLite
 file into the PostgreSQL store the configuration names)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pfhjem_msg.cli_ops import config_option, settings_of
 from pfhjem_msg.errors import StoreError
+from pfhjem_msg.lock import StoreBusy, StoreLock
 from pfhjem_msg.store import SQLITE_NAME, open_store
+
+if TYPE_CHECKING:
+    from pfhjem_msg.config import Settings
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    store = open_store(settings, create=True)
+    lock = _sqlite_alone(settings, args.create) if settings.store_url is None else None
     try:
-        before, now = store.schema_versions()
-        where = store.where
+        store = open_store(settings, create=args.create, upgrade=True)
+        try:
+            before, now = store.schema_versions()
+            where = store.where
+        finally:
+            store.close()
     finally:
-        store.close()
+        if lock is not None:
+            lock.release()
     if before == now:
         print(f"{where}: schema version {now}, up to date; nothing to do")
     else:
         print(f"{where}: schema version {now} (was {before})")
     return 0
+
+
+def _sqlite_alone(settings: Settings, create: bool) -> StoreLock:
+    """The SQLite store's lock, held while it migrates: a migration may drop what a running
+    daemon of the version before writes, and a wrong state_dir must not become a new store."""
+    path = settings.state_dir / SQLITE_NAME
+    if not create and not os.path.lexists(path):
+        raise StoreError(
+            f"there is no store at {path}, so nothing was migrated: check state_dir in "
+            f"{settings.path} (the daemon's store is pfhjem-msg.sqlite3 in it); to start a new, "
+            "empty store there, run `pfhjem-msg store migrate --create --config FILE`"
+        )
+    try:
+        return StoreLock.acquire(settings.state_dir)
+    except StoreBusy as exc:
+        raise StoreError(
+            f"a daemon (pid {exc.pid}) runs on the store {path}, so it was not migrated: stop the "
+            "daemon (systemctl stop pfhjem-msg), then run `pfhjem-msg store migrate` again, or "
+            "start the new version's daemon, which migrates at its start"
+        ) from None
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -72,6 +103,8 @@ def add_commands(sub: Any) -> None:
     ssub = s.add_subparsers(dest="store_command", required=True, metavar="SUBCOMMAND")
     m = ssub.add_parser("migrate", help="bring the configured store's schema up to date and show its version")
     config_option(m)
+    m.add_argument("--create", action="store_true",
+                   help="make a new, empty store where there is none (else that is refused: a wrong state_dir)")  # fmt: skip
     m.set_defaults(func=cmd_migrate)
     c = ssub.add_parser(
         "copy",

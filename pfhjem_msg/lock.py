@@ -2,7 +2,8 @@
 
 The SQLite file is for one daemon on one machine: ``run`` (and ``run --once``) hold the lock
 for as long as they live, and a second daemon on the same store is refused; operator commands
-do not take it and work beside a running daemon. Several daemons share a PostgreSQL store,
+do not take it and work beside a running daemon. ``store migrate`` takes it while it migrates:
+it is refused while a daemon runs, and no daemon starts meanwhile. Several daemons share a PostgreSQL store,
 where the rows' claims (``pfhjem_msg.lease``) keep them from doing the same work twice; they
 take no file lock. The lock is a POSIX record lock (``lockf``) rather
 than ``flock``: forked drafting workers do not inherit it, so a daemon killed with SIGKILL
@@ -33,7 +34,11 @@ def runs_alone(settings: Settings) -> bool:
 
 
 class StoreBusy(PfhjemError):
-    """Another daemon holds the store (exit 2)."""
+    """Another daemon holds the store (exit 2); ``pid`` is the one it wrote, or "unknown"."""
+
+    def __init__(self, message: str, pid: str) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class StoreLock:
@@ -64,9 +69,11 @@ class StoreLock:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
+            pid = _holder(path)
             raise StoreBusy(
-                f"another daemon (pid {_holder(path)}) runs on this store ({state_dir}); "
-                "stop it first, or give this one its own state_dir"
+                f"another daemon (pid {pid}) runs on this store ({state_dir}); "
+                "stop it first, or give this one its own state_dir",
+                pid,
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -232,7 +232,7 @@ def test_store_error_names_the_store_without_password() -> None:
 
 def test_migrate_on_the_sqlite_store_reports_its_version(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    made = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
+    made = _cli("store", "migrate", "--create", "--config", str(config), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     assert (
         str(tmp_path / "var" / "pfhjem-msg.sqlite3") in made.stdout

@@ -198,3 +198,77 @@ def test_refused_files_are_noted_once_and_acknowledged_with_an_audit_entry(tmp_p
     columns = {r[1] for r in store._db.execute("PRAGMA table_info(refused)")}
     assert not columns & {"bytes", "content", "payload"}
     store.close()
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pfhjem_msg", *args, "--config", str(config)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+
+
+def _old_sqlite_store(path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A store as the version before typed deliveries made it (migration 8 is not additive)."""
+    from pfhjem_msg.store.delivery_columns import typed_deliveries
+
+    typed = schema.MIGRATIONS.index(typed_deliveries)
+    with monkeypatch.context() as m:
+        for module in (schema, sqlite_file):
+            m.setattr(module, "MIGRATIONS", schema.MIGRATIONS[:typed])
+        SqliteStore(path).close()  # the running daemon's version made it
+    return typed
+
+
+def _version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+# An operator command of a new version, run after the package upgrade and before the daemon's
+# restart, must not migrate the store under the old daemon: whose delivery inserts would then
+# fail, and whose messages would end failed without an AppRec.
+def test_an_operator_command_does_not_migrate_the_sqlite_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store.sqlite3"
+    typed = _old_sqlite_store(path, monkeypatch)
+    with pytest.raises(StoreError, match=r"stop the daemon, run `pfhjem-msg store migrate"):
+        SqliteStore(path, create=False).close()  # e.g. `pfhjem-msg status` of the new version
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == typed
+
+
+def test_store_migrate_waits_for_the_daemon_to_stop_and_commands_refuse_until_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pfhjem_msg.lock import StoreLock
+
+    config = write_config(tmp_path)
+    path = tmp_path / "var" / "pfhjem-msg.sqlite3"
+    typed = _old_sqlite_store(path, monkeypatch)
+    status = _cli(config, "status")
+    assert status.returncode == 2 and "pfhjem-msg store migrate" in status.stderr, status.stderr
+    assert _version(path) == typed
+    daemon = StoreLock.acquire(path.parent)  # the old daemon, still running
+    try:
+        refused = _cli(config, "store", "migrate")
+        assert refused.returncode == 2, refused.stderr
+        assert f"a daemon (pid {os.getpid()})" in refused.stderr and "stop the daemon" in refused.stderr
+        assert _version(path) == typed
+    finally:
+        daemon.release()
+    migrated = _cli(config, "store", "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"schema version {len(MIGRATIONS)} (was {typed})" in migrated.stdout
+    assert _version(path) == len(MIGRATIONS)
+    assert _cli(config, "status").returncode in (0, 1)  # the commands work again
+
+
+def test_store_migrate_makes_no_store_where_there_is_none_unless_asked(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    state_dir = tmp_path / "var"
+    refused = _cli(config, "store", "migrate")
+    assert refused.returncode == 2 and "there is no store at" in refused.stderr
+    assert "store migrate --create" in refused.stderr
+    assert sorted(p.name for p in state_dir.iterdir()) == ["inbox"]  # no store, no lock file
+    made = _cli(config, "store", "migrate", "--create")
+    assert made.returncode == 0, made.stderr
+    assert _version(state_dir / "pfhjem-msg.sqlite3") == len(MIGRATIONS)

@@ -240,9 +240,15 @@ class SqliteBackend:
 
     dialect = SQLITE
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 10_000, create: bool = True) -> None:
+    def __init__(
+        self, path: Path, busy_timeout_ms: int = 10_000, create: bool = True, upgrade: bool | None = None
+    ) -> None:
         """``create``: the daemon's opening: make the store if there is none, check it
-        thoroughly, warn when it is readable by others. Operator commands pass False."""
+        thoroughly, warn when it is readable by others. Operator commands pass False.
+        ``upgrade`` (``create`` unless given): bring the schema up to date; otherwise a schema
+        behind this version is refused. Only the daemon's start and ``store migrate`` upgrade:
+        an operator command of a new version, run before the old daemon is stopped, must not
+        change the schema under it (a migration may drop what the old code writes)."""
         self.path = path
         self.where = str(path)
         if not os.path.lexists(path):
@@ -284,7 +290,23 @@ class SqliteBackend:
         self._lock = threading.RLock()
         self._durable = True
         self._conn = SqliteDb(self._db)
-        self.version_before, self.version = self.run(lambda db: migrate(self._db))
+        if create if upgrade is None else upgrade:
+            self.version_before, self.version = self.run(lambda db: migrate(self._db))
+        else:
+            self.version_before = self.version = self._current()
+
+    def _current(self) -> int:
+        """The schema's version, which must be this version's: an operator command refuses an
+        older one, as it does on PostgreSQL, rather than migrating it under a running daemon."""
+        version = int(self.read("PRAGMA user_version")[0][0])
+        if version < len(MIGRATIONS):
+            self.close()
+            raise StoreError(
+                f"the store {self.path} is at schema {version} of {len(MIGRATIONS)}: stop the daemon, "
+                "run `pfhjem-msg store migrate --config FILE` (or start the daemon, which does it), "
+                "then try again"
+            )
+        return version
 
     @property
     def connection(self) -> sqlite3.Connection:
