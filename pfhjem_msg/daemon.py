@@ -74,13 +74,16 @@ def listening(key: str, host: str, port: int) -> Iterator[None]:
         ) from None
 
 
-RESTART_ONLY = ("state_dir", "intake.spool", "intake.smtp", "metrics.address", "intake.edi2")
-"""Settings a reload cannot change: the store, the spool and the listeners stay until a restart."""
+RESTART_ONLY = ("state_dir", "store.url", "intake.spool", "intake.smtp", "metrics.address", "intake.edi2")
+"""Settings a reload cannot change: the store (its file in ``state_dir``, or ``[store] url``),
+the spool and the listeners stay until a restart. A reload that took a new store url would
+leave the daemon writing the old store while its settings, and the operator commands, name
+the new one."""
 
 
 def _restart_only(settings: Settings) -> tuple[object, ...]:
-    return (settings.state_dir, settings.intake.spool, settings.intake.smtp, settings.metrics_address,
-            settings.edi2)  # fmt: skip
+    return (settings.state_dir, settings.store_url, settings.intake.spool, settings.intake.smtp,
+            settings.metrics_address, settings.edi2)  # fmt: skip
 
 
 def group_problems(settings: Settings) -> list[str]:
@@ -189,6 +192,7 @@ class Daemon:
             new = replace(
                 new,
                 state_dir=self.settings.state_dir,
+                store_url=self.settings.store_url,
                 intake=replace(new.intake, spool=self.settings.intake.spool, smtp=self.settings.intake.smtp),
                 metrics_address=self.settings.metrics_address,
                 edi2=self.settings.edi2,

@@ -353,3 +353,25 @@ def test_run_once_exit_code_and_unreadable_store(tmp_path: Path) -> None:
         and "cannot open the store" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+# An operator who copies the store into PostgreSQL, sets the url and reloads must be told to
+# restart: a reload that took the url would leave the daemon writing the SQLite file while its
+# settings (and the operator commands) name PostgreSQL. The real SIGHUP: test_service.py.
+def test_a_reload_that_changes_the_store_url_keeps_the_running_store_and_says_so(tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    config = write_config(tmp_path)
+    daemon = Daemon(load(config))
+    try:
+        text = config.read_text(encoding="utf-8")
+        config.write_text(
+            text + '\n[store]\nurl = "postgresql://pfhjem@127.0.0.1:5432/pfhjem_msg"\n', encoding="utf-8"
+        )
+        with capture_logs() as logs:
+            assert daemon.reload() is True
+        assert daemon.settings.store_url is None, "the settings name a store the daemon does not write"
+        [restart] = [x for x in logs if x["event"] == "daemon.reload_needs_restart"]
+        assert restart["keys"] == ["store.url"]
+    finally:
+        daemon.close()

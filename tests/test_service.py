@@ -104,11 +104,13 @@ def test_sighup_applies_a_valid_edit_and_keeps_the_running_config_on_an_invalid_
         edited = original.replace('path = "var/case-units/fjordvik"', 'path = "var/case-units/fjordvik-new"')
         edited = edited.replace('state_dir = "var"', 'state_dir = "var2"')  # needs a restart
         edited = edited.replace("workers = 1", "workers = 2")  # a new pool of drafting processes
+        # another store needs a restart too: the daemon goes on with its SQLite file
+        edited += '\n[store]\nurl = "postgresql://pfhjem@127.0.0.1:1/pfhjem_msg"\n'
         config.write_text(edited, encoding="utf-8")
         s.proc.send_signal(signal.SIGHUP)
         assert s.wait_for("daemon.reloaded")["workers"] == 2
         restart = s.wait_for("daemon.reload_needs_restart")
-        assert restart["keys"] == ["state_dir"]
+        assert restart["keys"] == ["state_dir", "store.url"]
         second = drop(inbox)
         wait_for_file(units / "fjordvik-new", second)
         assert not list((units / "fjordvik").glob(f"*{second}.xml"))
