@@ -42,10 +42,9 @@ from pfhjem_msg.intake.spool import Spool
 from pfhjem_msg.lease import Lease, daemon_id
 from pfhjem_msg.lock import StoreLock, runs_alone
 from pfhjem_msg.logs import get_logger
-from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline, readable_by
+from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline
 from pfhjem_msg.store import open_store
 from pfhjem_msg.store.edi2 import DaemonStore
-from pfhjem_msg.transport.dir import gid_of
 from pfhjem_msg.workers import DraftPool
 
 if TYPE_CHECKING:
@@ -86,33 +85,9 @@ def _restart_only(settings: Settings) -> tuple[object, ...]:
             settings.metrics_address, settings.edi2)  # fmt: skip
 
 
-def group_problems(settings: Settings) -> list[str]:
-    """Groups that may read deliveries must exist; loading the file cannot know that."""
-    problems = []
-    named = [("hub.group", settings.hub_group)] + [
-        (f"group of {path}", group) for path, group in readable_by(settings).items()
-    ]
-    for key, group in named:
-        if group is None:
-            continue
-        try:
-            gid_of(group)
-        except KeyError:
-            problems.append(f"{key}: there is no Unix group {group!r}; create it (groupadd) or correct it")
-    return problems
-
-
-def _checked(settings: Settings) -> Settings:
-    problems = group_problems(settings)
-    if problems:
-        listing = "\n  ".join(problems)
-        raise ConfigError(f"configuration {settings.path} has {len(problems)} problem(s):\n  {listing}")
-    return settings
-
-
 class Daemon:
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
-        self.settings = _checked(settings)
+        self.settings = settings
         self.clock = clock
         self.id = daemon_id()
         """What this daemon writes on the rows it claims (host, pid, a random part)."""
@@ -186,7 +161,7 @@ class Daemon:
         no round sees its settings change under it. True if the new settings are in force."""
         path = self.settings.path
         try:
-            new = _checked(load(path))
+            new = load(path)  # which checks every group it names, with its line
             keep = [key for key, a, b in zip(RESTART_ONLY, _restart_only(self.settings), _restart_only(new),
                                              strict=True) if a != b]  # fmt: skip
             new = replace(
