@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from pfhjem_msg.cli_ops import config_option, settings_of
 from pfhjem_msg.errors import StoreError
-from pfhjem_msg.lock import StoreBusy, StoreLock
+from pfhjem_msg.lock import StoreBusy, StoreLock, no_daemons
 from pfhjem_msg.store import SQLITE_NAME, open_store
+from pfhjem_msg.store.url import masked
 
 if TYPE_CHECKING:
     from pfhjem_msg.config import Settings
@@ -22,22 +23,29 @@ if TYPE_CHECKING:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    lock = _sqlite_alone(settings, args.create) if settings.store_url is None else None
-    try:
-        store = open_store(settings, create=args.create, upgrade=True)
+    if settings.store_url is None:
+        lock = _sqlite_alone(settings, args.create)
         try:
-            before, now = store.schema_versions()
-            where = store.where
+            before, now, where = _migrated(settings, args.create)
         finally:
-            store.close()
-    finally:
-        if lock is not None:
             lock.release()
+    else:
+        with no_daemons(settings.store_url, masked(settings.store_url)):
+            before, now, where = _migrated(settings, args.create)
     if before == now:
         print(f"{where}: schema version {now}, up to date; nothing to do")
     else:
         print(f"{where}: schema version {now} (was {before})")
     return 0
+
+
+def _migrated(settings: Settings, create: bool) -> tuple[int, int, str]:
+    store = open_store(settings, create=create, upgrade=True)
+    try:
+        before, now = store.schema_versions()
+        return before, now, store.where
+    finally:
+        store.close()
 
 
 def _sqlite_alone(settings: Settings, create: bool) -> StoreLock:

@@ -12,8 +12,9 @@ the loop; the pipeline's thread does that work between rounds, never beside one.
 
 On the SQLite file either one holds the store's lock (``pfhjem_msg.lock``): one daemon per
 store. On PostgreSQL any number of daemons share the store: each claims the messages and
-deliveries it works on under a lease (``pfhjem_msg.lease``), and each periodic job runs on one
-daemon at a time, under the store's ``exclusive`` lock; the EDI 2.0 intake round too, as its
+deliveries it works on under a lease (``pfhjem_msg.lease``), holds a shared advisory lock
+that keeps ``store migrate`` from running under it (``pfhjem_msg.lock.Presence``), and each
+periodic job runs on one daemon at a time, under the store's ``exclusive`` lock; the EDI 2.0 intake round too, as its
 exactly-once protocol assumes one poller. The service
 speaks systemd's notify protocol (``pfhjem_msg.notify``) and reloads its configuration on
 SIGHUP, between rounds, on the pipeline's thread: the new file is validated first and applied
@@ -40,7 +41,7 @@ from pfhjem_msg.errors import ConfigError, PfhjemError
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.intake.spool import Spool
 from pfhjem_msg.lease import Lease, daemon_id
-from pfhjem_msg.lock import StoreLock, runs_alone
+from pfhjem_msg.lock import Presence, StoreLock, runs_alone
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.pipeline import APPREC_DEADLINE, Pipeline
 from pfhjem_msg.store import open_store
@@ -105,6 +106,8 @@ class Daemon:
         self.store: DaemonStore = open_store(settings)
         if self.alone:
             self.store.release_claims(None)  # an earlier daemon's: it has died, the lock says so
+        # Shared, on PostgreSQL: `store migrate` sees that daemons run and is refused.
+        self.presence = Presence(settings.store_url, self.id) if settings.store_url else None
         lease = Lease(self.id, settings.lease_seconds, self.store, clock)
         self.pipeline = Pipeline(self.store, settings, clock, settings.retry, settings.smtp, drafts=drafts,
                                  lease=lease)  # fmt: skip
@@ -152,6 +155,8 @@ class Daemon:
             log.warning("daemon.release_failed", error=type(exc).__name__,
                         note="other daemons take this one's work over when its lease expires")  # fmt: skip
         self.store.close()
+        if self.presence is not None:
+            self.presence.close()
         if self.lock is not None:
             self.lock.release()
 
@@ -229,6 +234,8 @@ class Daemon:
         taking in and committing messages here. Each delivery is still marked delivered only
         once durable, and the round returns only when both are finished."""
         self.pipeline.lease.keep()
+        if self.presence is not None:
+            self.presence.keep(every=self.settings.lease_seconds / 3)
         delivering = self._delivery.submit(self.pipeline.deliver_due, 500)
         try:
             work = self.spool.scan(limit=200) if self.spool else 0

@@ -5,7 +5,8 @@ for as long as they live, and a second daemon on the same store is refused; oper
 do not take it and work beside a running daemon. ``store migrate`` takes it while it migrates:
 it is refused while a daemon runs, and no daemon starts meanwhile. Several daemons share a PostgreSQL store,
 where the rows' claims (``pfhjem_msg.lease``) keep them from doing the same work twice; they
-take no file lock. The lock is a POSIX record lock (``lockf``) rather
+take no file lock, and each holds a shared advisory lock there instead (``Presence``), which
+``store migrate`` must get exclusively. The lock is a POSIX record lock (``lockf``) rather
 than ``flock``: forked drafting workers do not inherit it, so a daemon killed with SIGKILL
 frees its store at once, even while its workers are still going down. The file holds the
 holder's pid, for the message a second daemon prints.
@@ -17,8 +18,9 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pfhjem_msg.errors import PfhjemError, StoreError
 
@@ -97,3 +99,109 @@ def _holder(path: Path) -> str:
                 return text
         time.sleep(0.01)
     return "unknown"
+
+
+PRESENCE_JOB = "daemon presence"
+"""The advisory lock every daemon on a PostgreSQL store holds shared while it runs."""
+
+
+def _presence_key() -> tuple[int, int]:
+    from pfhjem_msg.store.claims import ADVISORY_CLASS, advisory_key
+
+    return ADVISORY_CLASS, advisory_key(PRESENCE_JOB)
+
+
+class Presence:
+    """A daemon on a PostgreSQL store says it runs: a shared session advisory lock, on a
+    connection of its own named after the daemon (``application_name``), held until it stops.
+    Any number of daemons hold it together; ``store migrate`` tries it exclusively and is
+    refused, naming them, while one does. The server drops it with the connection, so a daemon
+    killed with SIGKILL holds nothing; one whose connection broke takes it again (``keep``)."""
+
+    def __init__(self, url: str, daemon: str) -> None:
+        self.url = url
+        self.daemon = daemon
+        self._conn: Any = None
+        self._taken_at = 0.0
+        self.keep()
+
+    def keep(self, every: float = 0.0) -> None:
+        """Check (at most ``every`` seconds apart) that the lock is still held, and take it
+        again on a new connection if it is not; a failure is logged, and tried again later."""
+        import psycopg
+
+        now = time.monotonic()
+        if self._conn is not None and now - self._taken_at < every:
+            return
+        self._taken_at = now
+        try:
+            if self._conn is not None and not self._conn.closed:
+                self._conn.execute("SELECT 1")
+                return
+        except psycopg.Error:
+            self.close()
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                   application_name=f"pfhjem-msg daemon {self.daemon}"[:63])  # fmt: skip
+            conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", _presence_key())
+            self._conn = conn
+        except psycopg.Error as exc:
+            from pfhjem_msg.logs import get_logger
+
+            get_logger("pfhjem_msg.lock").warning(
+                "daemon.presence_lost", error=type(exc).__name__,
+                note="`store migrate` cannot see this daemon until it is taken again (next rounds)",
+            )  # fmt: skip
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
+@contextlib.contextmanager
+def no_daemons(url: str, where: str) -> Iterator[None]:
+    """Hold the presence lock exclusively while ``store migrate`` works, or refuse naming the
+    daemons that run on the store (their ``application_name``: host, pid, random part)."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10,
+                               application_name="pfhjem-msg store migrate")  # fmt: skip
+    except psycopg.Error:
+        yield  # the store's own opening says why it cannot connect
+        return
+    try:
+        key1, key2 = _presence_key()
+        taken = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (key1, key2)).fetchone()
+        if taken is None or not taken[0]:
+            names = _daemons(conn, key1, key2)
+            if not names:  # another `store migrate` holds it: wait for it, and find its work done
+                try:
+                    conn.execute("SET lock_timeout = '120s'")
+                    conn.execute("SELECT pg_advisory_lock(%s, %s)", (key1, key2))
+                except psycopg.errors.LockNotAvailable:
+                    names = _daemons(conn, key1, key2) or ["another `store migrate`"]
+            if names:
+                raise StoreError(
+                    f"{len(names)} daemon(s) run on the store {where} ({', '.join(names)}), so it was "
+                    "not migrated: stop every daemon on it (systemctl stop pfhjem-msg on each server), "
+                    "then run `pfhjem-msg store migrate` again, or start the new version's daemons, "
+                    "which migrate at their start"
+                )
+        yield
+    finally:
+        conn.close()
+
+
+def _daemons(conn: Any, key1: int, key2: int) -> list[str]:
+    """The daemons holding the presence lock shared on this database: their ids."""
+    rows = conn.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ShareLock' "
+        "AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 2 AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1",
+        (key1 & 0xFFFFFFFF, key2 & 0xFFFFFFFF),
+    ).fetchall()
+    return [str(r[0]).removeprefix("pfhjem-msg daemon ") for r in rows]

@@ -240,3 +240,36 @@ def test_migrate_on_the_sqlite_store_reports_its_version(tmp_path: Path) -> None
     )
     again = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout
+
+
+def test_store_migrate_is_refused_while_daemons_run_on_the_store(pg_server: PgServer, tmp_path: Path) -> None:
+    from pfhjem_msg.daemon import Daemon
+
+    url = pg_server.fresh()
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    config = _pg_config(first_dir, url)
+    first = Daemon(load(config))
+    second = Daemon(load(_pg_config(second_dir, url)))
+    try:
+        refused = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert "2 daemon(s) run on the store" in refused.stderr and "stop every daemon" in refused.stderr
+        assert first.id in refused.stderr and second.id in refused.stderr
+        # a daemon whose connection broke (the server restarted, say) is seen again after its next check
+        _psql(url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+                   f"'pfhjem-msg daemon {first.id}'")  # fmt: skip
+        second.close()
+        assert _cli("store", "migrate", "--config", str(config), cwd=tmp_path).returncode == 0
+        assert first.presence is not None
+        first.presence.keep()
+        again = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
+        assert (
+            again.returncode == 2
+            and f"1 daemon(s) run on the store {masked(url)} ({first.id})" in again.stderr
+        )
+    finally:
+        first.close()
+    done = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0 and "up to date" in done.stdout, done.stderr
