@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pfhjem_msg import metrics
-from pfhjem_msg.errors import StoreError
+from pfhjem_msg.errors import StoreError, StoreUnavailable
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import RefusedReason, Store
 
@@ -204,6 +204,8 @@ class Spool:
             return moved
         try:
             accepted = self.store.accept_many([(data, f"spool:{name}") for name, data in items], self.clock())
+        except StoreUnavailable:
+            return moved  # the files wait in .claimed; the store logged its outage once
         except StoreError as exc:
             log.error("spool.store_failed", files=len(items), error=str(exc)[:200])
             return moved
