@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql as pg_sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -318,12 +319,15 @@ class PostgresBackend:
         self.where = masked(url)
         self._secrets = secrets_in(url)
         self.health = Health(self.where)
+        self.schema = "public"
+        """Where the store's tables are (``_why_not`` finds it before the pool opens)."""
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=pool_size,
             kwargs=self._connection_kwargs(),
             check=ConnectionPool.check_connection,
+            configure=self._configure,
             open=False,
             name="pfhjem-store",
             timeout=WAIT_FOR_CONNECTION,
@@ -371,13 +375,29 @@ class PostgresBackend:
 
     def _why_not(self) -> str | None:
         """Why a connection fails, in the server's or the network's words, at once (the pool
-        would retry until its timeout and then only say that it timed out); None: it works."""
+        would retry until its timeout and then only say that it timed out); None: it works.
+        Notes the schema the store lives in (or will be made in), which every connection then
+        uses alone: a table of the same name in another schema earlier in ``search_path``
+        (another application's, or a trap) is never read or written."""
         try:
-            psycopg.connect(self.url, **{**self._connection_kwargs(), "row_factory": None}).close()
+            with psycopg.connect(self.url, **{**self._connection_kwargs(), "row_factory": None}) as conn:
+                row = conn.execute(
+                    "SELECT coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE c.oid = to_regclass('pfhjem_meta')), current_schema())"
+                ).fetchone()
         except psycopg.Error as exc:
             text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
             return self.scrub(text[-1]) if text else type(exc).__name__
+        if row is None or row[0] is None:
+            raise StoreError(
+                f"the store {self.where} has no schema to live in: no schema of the user's search_path "
+                "exists; create one the user owns (CREATE SCHEMA pfhjem AUTHORIZATION ...) or set search_path"
+            )
+        self.schema = str(row[0])
         return None
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(pg_sql.SQL("SET search_path TO {}, pg_temp").format(pg_sql.Identifier(self.schema)))
 
     # -- the schema --------------------------------------------------------------------------
 
