@@ -54,7 +54,10 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_question_marks_and_percents_in_literals_are_text_not_placeholders() -> None:
-    assert translate("SELECT 'a?b%' WHERE x = ? AND y LIKE 'r%'") == "SELECT 'a?b%%' WHERE x = %s AND y LIKE 'r%%'"
+    assert (
+        translate("SELECT 'a?b%' WHERE x = ? AND y LIKE 'r%'")
+        == "SELECT 'a?b%%' WHERE x = %s AND y LIKE 'r%%'"
+    )
     assert translate("SELECT 'it''s?' , \"odd?name\" FROM t WHERE a = ?") == (
         "SELECT 'it''s?' , \"odd?name\" FROM t WHERE a = %s"
     )
@@ -189,7 +192,11 @@ def test_copy_into_a_target_with_the_same_ids_but_other_content_is_refused(
     before = _psql(url, "SELECT id, sha256 FROM raw ORDER BY id")
     config = write_config(tmp_path, extra=f'[store]\nurl = "{url}"\n')
     result = _cli("store", "copy", "--from", str(source), "--config", str(config), cwd=tmp_path)
-    assert result.returncode != 0 and "not this file's" in result.stderr and "nothing was copied" in result.stderr
+    assert (
+        result.returncode != 0
+        and "not this file's" in result.stderr
+        and "nothing was copied" in result.stderr
+    )
     assert _psql(url, "SELECT id, sha256 FROM raw ORDER BY id") == before
 
 
@@ -207,10 +214,16 @@ def test_a_user_without_create_rights_is_told_what_to_do(pg_server: PgServer, tm
         with pytest.raises(StoreError) as caught:
             PostgresStore(limited)
         text = str(caught.value)
-        assert "permission denied" in text and "42501" in text and not isinstance(caught.value, StoreUnavailable)
+        assert (
+            "permission denied" in text and "42501" in text and not isinstance(caught.value, StoreUnavailable)
+        )
         config = write_config(tmp_path, extra=f'[store]\nurl = "{limited}"\n')
         result = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
-        assert result.returncode == 2 and "permission denied" in result.stderr and "Traceback" not in result.stderr
+        assert (
+            result.returncode == 2
+            and "permission denied" in result.stderr
+            and "Traceback" not in result.stderr
+        )
         # the administrator migrates and grants the rows; the user then works without CREATE
         PostgresStore(url).close()
         _psql(url, f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"')
