@@ -293,3 +293,23 @@ def test_a_row_locked_by_another_session_fails_in_time_and_then_works(pg_server:
     finally:
         holder.close()
         store.close()
+
+
+def test_copy_refuses_a_file_whose_column_names_are_crafted(pg_server: PgServer, tmp_path: Path) -> None:
+    """The copy writes the file's column names into its statements: a crafted file must not
+    choose them (SQL in a name would run against PostgreSQL)."""
+    import sqlite3
+
+    url = pg_server.fresh()
+    source = tmp_path / "var" / "pfhjem-msg.sqlite3"
+    _sqlite_with(source, 3)
+    with sqlite3.connect(source) as db:
+        db.execute('ALTER TABLE audit ADD COLUMN "detail) VALUES (1); DROP TABLE events; --" TEXT')
+    config = write_config(tmp_path, extra=f'[store]\nurl = "{url}"\n')
+    assert _cli("store", "migrate", "--config", str(config), cwd=tmp_path).returncode == 0
+    result = _cli("store", "copy", "--from", str(source), "--config", str(config), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "does not have this version's columns" in result.stderr and "nothing was copied" in result.stderr
+    assert _psql(url, "SELECT to_regclass('events') IS NOT NULL, (SELECT count(*) FROM messages)") == [
+        (True, 0)
+    ]
