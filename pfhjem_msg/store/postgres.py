@@ -86,7 +86,8 @@ on stderr, many lines an outage); the store says it once, in the daemon's log fo
 def translate(sql: str) -> str:
     """``?`` placeholders as psycopg's ``%s``, every literal ``%`` doubled (``LIKE 'x%'``).
 
-    A ``?`` inside a string literal, a quoted name or a comment is text, not a placeholder:
+    A ``?`` inside a string literal, a quoted name or a comment is text, not a placeholder
+    (dollar quoting and ``E''`` escapes are not understood: the store's statements use neither):
     replacing it would shift every later argument onto the wrong column (or fail with a count
     that does not match). Only the store's own statements come here; whatever an operator or
     a message supplies travels as an argument."""
@@ -362,6 +363,8 @@ class PostgresBackend:
             given = {}  # _why_not says what is wrong with it
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": _rows}
         kwargs.update({k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given})
+        if psycopg.pq.version() < 120000:  # a system libpq older than 12 does not know it
+            kwargs.pop("tcp_user_timeout", None)
         if "options" not in given:
             kwargs["options"] = " ".join(f"-c {k}={v}" for k, v in SESSION_DEFAULTS.items())
         return kwargs
