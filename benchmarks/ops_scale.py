@@ -73,7 +73,7 @@ def build(directory: Path, count: int, seed: int = 1) -> int:
                 batch_ev,
             )
             db.executemany(
-                "INSERT INTO deliveries(message_id, kind, destination, filename, payload, status, delivered_at, "
+                "INSERT INTO deliveries(message_id, kind, transport, filename, payload, status, delivered_at, "
                 "created_at) VALUES (?,?,?,?,?,?,?,?)",
                 batch_del,
             )

@@ -176,32 +176,6 @@ def explain_lines(d: dict[str, Any]) -> list[str]:
     return out
 
 
-def _group_dirs_in_state_dir(settings: Settings) -> list[str]:
-    """A directory another group is to read must lie outside the state directory, which stays
-    0700: inside it the group cannot reach its files, however they are shared."""
-    wanted = [("hub.outbox", settings.hub_outbox, settings.hub_group)]
-    for i, m in enumerate(settings.municipalities):
-        for role in ("case_unit", "default", "kreftkoordinator"):
-            d = getattr(m, role)
-            if d is not None and d.transport == "dir" and d.path is not None:
-                wanted.append(
-                    (f'municipality[{i}].{role}.path (in municipality "{m.name}")', d.path, d.group)
-                )
-    state = settings.state_dir.resolve()
-    out: list[str] = []
-    seen: set[Path] = set()
-    for key, directory, group in wanted:
-        where = directory.resolve()
-        if group is None or where in seen or not where.is_relative_to(state):
-            continue
-        seen.add(where)
-        out.append(
-            f"{key}: {directory} lies inside state_dir {settings.state_dir}, which stays 0700, so group "
-            f"{group!r} cannot reach it; move it outside state_dir (and list it in the unit's ReadWritePaths=)"
-        )
-    return out
-
-
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Load everything the configuration names and report every problem at once (exit 1)."""
     path = find_config(args.config)
@@ -221,7 +195,6 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             problems += GPRegistry(settings.gp_registry, log_problems=False).problems
         if not settings.municipalities:
             problems.append(f"{path}: municipality: none is configured: every message would go unrouted")
-        problems += [f"{path}: {p}" for p in _group_dirs_in_state_dir(settings)]
     for p in problems:
         print(f"problem: {p}")
     if problems:

@@ -126,10 +126,11 @@ def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
     if args.show_patient:
         _audit_patient(store, f"followups show {f.id}", 1)
     reminders = [
-        {"kind": d.kind, "status": d.status, "destination": d.destination, "attempts": d.attempts,
+        {"kind": d.kind, "phase": d.phase, "status": d.status, "destination": d.destination,
+         "transport": d.transport, "target": d.target, "attempts": d.attempts,
          "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None, "last_error": d.last_error}
         for d in store.delivery_info(f.source_message_id)
-        if d.kind.startswith(f"followup:{f.id}:")
+        if d.kind == "reminder" and d.followup_id == f.id
     ]  # fmt: skip
     data["reminders"] = reminders
     if args.json:
@@ -146,9 +147,8 @@ def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
             f"  patient    {data['patient'].get('name') or '-'}, {data['patient'].get('national_id') or '-'}"
         )
     for r in reminders:
-        phase = str(r["kind"]).rsplit(":", 1)[1]
         error = f" ({r['last_error']})" if r["last_error"] else ""
-        print(f"  reminder   {phase}: {r['status']} to {r['destination']}{error}")
+        print(f"  reminder   {r['phase']}: {r['status']} to {r['destination']}{error}")
     if f.closed_at:
         print(f"  closed     {f.closed_at.isoformat(timespec='seconds')} by {f.closed_by}: {f.note}")
     closer = data.get("closed_by_message")

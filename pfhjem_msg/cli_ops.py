@@ -206,6 +206,7 @@ def cmd_show(args: argparse.Namespace, store: OperatorStore) -> int:
         print(
             f"  {d.kind:<9} {d.status:<9} attempts {d.attempts}  {d.destination}"
             + (f" HER {d.her_id}" if d.her_id else "")
+            + (f" (follow-up {d.followup_id}, {d.phase})" if d.kind == "reminder" else "")
         )
         if d.out_msg_id:
             print(f"            MsgId {d.out_msg_id}")

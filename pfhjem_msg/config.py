@@ -17,13 +17,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pfhjem_msg.config_lines import key_lines
+from pfhjem_msg.config_lines import Loc, key_lines
 from pfhjem_msg.config_problems import ConfigProblems, Problem, problem_at
 from pfhjem_msg.edi2.settings import Edi2Settings, HelseIdSettings
 from pfhjem_msg.errors import ConfigError
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
 from pfhjem_msg.kith.signature import SenderTrust, SigningKey
+from pfhjem_msg.lifecycle import DestinationTransport
 from pfhjem_msg.pathway import MatcherConfig
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.transport.smtp import SmtpSettings
@@ -52,7 +53,7 @@ class KithSettings:
     """Per sender HER-id: its organisation number and its own signature requirement."""
 
 
-Transport = Literal["dir", "smtp", "hub", "edi2"]
+Transport = DestinationTransport
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,12 @@ class Destination:
     group: str | None = None
     """Unix group that may read what is delivered here (files 0640, directories 0750)."""
 
-    def describe(self) -> str:
+    @property
+    def target(self) -> str | None:
+        """The directory or the e-mail address a delivery here names (its ``target`` column)."""
         if self.transport == "dir":
-            return f"dir:{self.path}"
-        if self.transport == "smtp":
-            return f"smtp:{self.address}"
-        return self.transport
+            return str(self.path)
+        return self.address if self.transport == "smtp" else None
 
 
 @dataclass(frozen=True)
@@ -240,18 +241,63 @@ def _load(path: Path) -> tuple[model.ConfigFile, Settings]:
         file = model.ConfigFile.model_validate(raw, context={"base": path.resolve().parent})
     except ValidationError as exc:
         raise ConfigProblems(path, from_validation(exc, model.ConfigFile, lines, raw)) from exc
+    problems = _group_dirs_in_state_dir(file, lines, raw)
     signing = None
     if file.signing is not None:
         try:
             signing = SigningKey.from_files(file.signing.key, file.signing.cert)
         except ConfigError as exc:
-            raise ConfigProblems(path, [problem_at(("signing",), str(exc), lines, raw)]) from exc
+            problems.append(problem_at(("signing",), str(exc), lines, raw))
+    if problems:
+        raise ConfigProblems(path, problems)
     return file, _settings(path, file, raw, signing)
+
+
+def _group_dirs_in_state_dir(
+    f: model.ConfigFile, lines: dict[Loc, int], raw: dict[str, Any]
+) -> list[Problem]:
+    """A directory another group is to read must lie outside the state directory, which stays
+    0700: inside it the group cannot reach its files, however they are shared. Part of loading,
+    so a start and a reload refuse it as ``config check`` does."""
+    assert f.state_dir is not None and f.hub.outbox is not None  # filled by the model
+    wanted: list[tuple[Loc, Path, str | None]] = [(("hub", "outbox"), f.hub.outbox, f.hub.group)]
+    for i, m in enumerate(f.municipality):
+        for role in ("case_unit", "default", "kreftkoordinator"):
+            d = getattr(m, role)
+            if d is not None and d.transport == "dir" and d.path is not None:
+                wanted.append((("municipality", i, role, "path"), d.path, d.group))
+    state = f.state_dir.resolve()
+    out: list[Problem] = []
+    seen: set[Path] = set()
+    for loc, directory, group in wanted:
+        where = directory.resolve()
+        if group is None or where in seen or not where.is_relative_to(state):
+            continue
+        seen.add(where)
+        what = str(directory) if _written(raw, loc) else f"the default, {directory},"
+        message = (
+            f"{what} lies inside state_dir {f.state_dir}, which stays 0700, so group {group!r} cannot "
+            "reach it; give it a directory outside state_dir (and list that in the unit's ReadWritePaths=)"
+        )
+        out.append(problem_at(loc, message, lines, raw))
+    return out
+
+
+def _written(raw: Any, loc: Loc) -> bool:
+    """Is the key at ``loc`` in the file, rather than a default filled in?"""
+    for part in loc:
+        if isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+            continue
+        if not (isinstance(raw, dict) and part in raw):
+            return False
+        raw = raw[part]
+    return True
 
 
 def _settings(path: Path, f: model.ConfigFile, raw: dict[str, Any], signing: SigningKey | None) -> Settings:
     """The validated file as the types the rest of the product uses."""
-    assert f.hub.outbox is not None and f.daemon.workers is not None  # filled by the model
+    assert f.state_dir is not None and f.hub.outbox is not None and f.daemon.workers is not None  # filled
     limits = Limits(**{name.name: getattr(f.kith, name.name) for name in fields(Limits)})
     smtp_in = f.intake.smtp
     password = resolve_env(f.smtp.password) if f.smtp.password is not None else None
@@ -260,7 +306,7 @@ def _settings(path: Path, f: model.ConfigFile, raw: dict[str, Any], signing: Sig
         host, _, port = f.metrics.address.rpartition(":")
         metrics_address = (host.strip("[]"), int(port))
     return Settings(
-        path=path,
+        path=path.absolute(),  # logged, and read again on a reload whatever the working directory
         kith=KithSettings(
             schemas=f.kith.schemas,
             limits=limits,

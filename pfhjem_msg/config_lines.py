@@ -1,7 +1,8 @@
 """Where each key of a TOML file is written, so a configuration problem names its line.
 
 ``tomllib`` keeps no positions, so this is a small scan of the text that follows table
-headers (``[a.b]``, ``[[a]]`` with each repetition counted) and key lines (``a.b = …``). A
+headers (``[a.b]``, ``[[a]]`` with each repetition counted) and key lines (``a.b = …``); a
+table only implied by a header or a dotted key is placed where it first appears. A
 key inside an inline table or a multi-line array is placed on the line of the key that
 holds it, which is where an operator looks. The scan runs only on text ``tomllib`` has
 already accepted, so it need not diagnose anything itself.
@@ -33,14 +34,22 @@ def key_lines(text: str) -> dict[Loc, int]:
             double = stripped.startswith("[[")
             parts, _ = _dotted(stripped, 2 if double else 1)
             table = _table(parts, double, arrays)
-            lines.setdefault(table, number)
+            _place(lines, table, number)
             continue
         parts, end = _dotted(stripped, 0)
         if not parts:
             continue
-        lines.setdefault(table + tuple(parts), number)
+        _place(lines, table + tuple(parts), number)
         pending, depth = _rest(stripped[end + 1 :], None, 0)
     return lines
+
+
+def _place(lines: dict[Loc, int], loc: Loc, number: int) -> None:
+    """``loc`` and every table above it that no earlier line wrote: ``[delivery.retry]`` (or
+    ``delivery.retry.x = 1``) is where ``delivery`` first appears, so an unknown ``delivery``
+    is reported there."""
+    for end in range(1, len(loc) + 1):
+        lines.setdefault(loc[:end], number)
 
 
 def line_of(lines: dict[Loc, int], loc: Loc) -> int | None:

@@ -35,10 +35,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pfhjem_msg import __version__
-from pfhjem_msg.config import ENV_PREFIX, default_workers
+from pfhjem_msg.config import ENV_PREFIX, MASK, default_workers
 from pfhjem_msg.kith.apprec import AppRecPolicy
 from pfhjem_msg.kith.parse import Limits
+from pfhjem_msg.lifecycle import DestinationTransport
+from pfhjem_msg.lock import LOCK_NAME
 from pfhjem_msg.retry import RetryPolicy
+from pfhjem_msg.transport.dir import gid_of
 from pfhjem_msg.transport.smtp import SmtpSettings
 
 
@@ -58,6 +61,54 @@ def _resolve(value: Any, info: ValidationInfo) -> Path:
         base = (info.context or {}).get("base", Path.cwd())
         path = (Path(base) / path).resolve()
     return path
+
+
+STATE_DIR_EXAMPLE = 'state_dir = "/var/lib/pfhjem-msg"'
+"""What to write: the systemd unit's ``StateDirectory=``."""
+
+
+def _masked(what: str, advice: str = "", subject: str = "is") -> PydanticCustomError:
+    """The output of ``config show`` reused as a file would otherwise run with the mask as the
+    password (or look for a key file of that name)."""
+    return _problem(
+        "masked",
+        f"{subject} the mask `config show` prints in place of the secret, not the secret: "
+        f"put the real {what} back{advice}",
+    )
+
+
+def _state_dir(value: Any, info: ValidationInfo) -> Path:
+    """Required: a default beside the file put the store in ``/etc/var`` for the system's
+    ``/etc/pfhjem-msg/config.toml``, where nobody would look for it (or back it up)."""
+    if value is None:
+        raise _problem(
+            "state_dir_missing",
+            f"is required: set the directory for the store and its lock, e.g. {STATE_DIR_EXAMPLE} (the "
+            "systemd unit's StateDirectory=); write it at the top of the file, before the first [section]"
+            + _earlier_state_dir(info),
+        )
+    return _resolve(value, info)
+
+
+def _earlier_state_dir(info: ValidationInfo) -> str:
+    """Where versions before 0.3 kept the state when the key was left out (``../var`` beside
+    the file), if a store is there: the operator must point at it, not start an empty one."""
+    from pfhjem_msg.store import SQLITE_NAME
+
+    base = Path((info.context or {}).get("base", Path.cwd()))
+    earlier = (base / ".." / "var").resolve()
+    if not any((earlier / name).exists() for name in (SQLITE_NAME, LOCK_NAME)):
+        return ""
+    return (
+        f"; an earlier version kept the state in {earlier} (its default, ../var beside this file): "
+        f'write state_dir = "{earlier}" to go on with it, or move it'
+    )
+
+
+def _secret_file(value: Any, info: ValidationInfo) -> Path:
+    if value == MASK:
+        raise _masked("path of the key file")
+    return _resolve(value, info)
 
 
 def _file(path: Path) -> Path:
@@ -104,6 +155,8 @@ def _address(value: str) -> str:
 
 
 def _secret(value: str) -> str:
+    if value == MASK:
+        raise _masked("password", '; better: "env:NAME", read from the environment')
     if value.startswith(ENV_PREFIX) and os.environ.get(value[len(ENV_PREFIX) :]) is None:
         raise _problem(
             "env_missing",
@@ -135,6 +188,27 @@ def _store_url(value: str) -> str:
         raise _problem("store_url", f"must be a postgresql:// URL, e.g. {example}")
     if not parts.path.strip("/"):
         raise _problem("store_url", f"must name the database after the host, e.g. {example}")
+    better = "better: leave it out of the URL and give it in ~/.pgpass or PGPASSWORD for the service user"
+    if parts.password == MASK:
+        raise _masked("password", f"; {better}", subject="has as its password")
+    if any(
+        name.strip().lower() == "password"
+        for name, _, _ in (p.partition("=") for p in parts.query.split("&"))
+    ):
+        # config show, errors and logs mask only the password before the host
+        raise _problem("store_url", f"must not carry the password as ?password=: {better}")
+    return value
+
+
+def _unix_group(value: str) -> str:
+    """Checked here, not when the first delivery is due, so that ``config check`` names it and
+    a reload naming a missing group is rejected with its line."""
+    try:
+        gid_of(value)
+    except KeyError:
+        raise _problem(
+            "group", f"there is no Unix group {value!r}; create it (groupadd) or correct it"
+        ) from None
     return value
 
 
@@ -156,6 +230,9 @@ Seconds = Annotated[float, Field(ge=0)]
 Interval = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Secret = Annotated[str, AfterValidator(_secret)]
+SecretFile = Annotated[Path, BeforeValidator(_secret_file), AfterValidator(_file)]
+"""A file whose path ``config show`` masks (it says where a private key lies)."""
+Group = Annotated[str, Field(min_length=1), AfterValidator(_unix_group)]
 Email = Annotated[str, AfterValidator(_address)]
 PositiveHerId = Annotated[int, Field(ge=1)]
 """A HER-id as the message service takes it: a number (``[intake.edi2] her_ids``)."""
@@ -231,10 +308,10 @@ class Apprec(Section):
 class Destination(Section):
     name: Text
     her_id: HerId | None = None
-    transport: Literal["dir", "smtp", "hub", "edi2"] = "dir"
+    transport: DestinationTransport = "dir"
     path: RelPath | None = None
     address: Email | None = None
-    group: Text | None = None
+    group: Group | None = None
 
     @model_validator(mode="after")
     def _what_the_transport_needs(self) -> Destination:
@@ -255,7 +332,7 @@ class Municipality(Section):
 
 class Hub(Section):
     outbox: RelPath | None = None
-    group: Text | None = None
+    group: Group | None = None
     send_via: Literal["outbox", "edi2"] = "outbox"
     """How answers to messages from the spool or SMTP go: the outbox, or the message service."""
 
@@ -311,7 +388,7 @@ class HelseId(Section):
     token_url: Annotated[str, AfterValidator(_url)]
     client_id: Text
     scope: Text
-    private_key: ExistingFile
+    private_key: SecretFile
     dpop: bool = True
     audience: Text | None = None
 
@@ -378,7 +455,8 @@ def _slug(name: str) -> str:
 
 
 class ConfigFile(Section):
-    state_dir: RelPath = Path("../var")
+    state_dir: Annotated[Path | None, BeforeValidator(_state_dir)] = None
+    """Required (the validator refuses None, with what to write)."""
     kith: Kith = Field(default_factory=Kith)
     signing: Signing | None = None
     apprec: Apprec = Apprec()
@@ -435,6 +513,7 @@ class ConfigFile(Section):
                 raise _problem(
                     "required", "is required when no [[municipality]] gives HER-ids", "intake.edi2.her_ids"
                 )
+        assert self.state_dir is not None  # required: refused without
         if self.hub.outbox is None:
             self.hub.outbox = self.state_dir / "outbox"
         if self.daemon.workers is None:

@@ -1,11 +1,17 @@
 """The effective configuration written back as TOML, for ``config show``: what an operator
 reads is a file the daemon would load to the same settings (keys that are not set appear as
-comments, since TOML has no "none")."""
+comments, since TOML has no "none") once the masked secrets are put back. Until then it does
+not load: the loader refuses a secret that is the mask, so the output reused as a file can
+never run with ``********`` as a password."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from pfhjem_msg.config import MASK
+
+MASKED_NOTE = "  # masked: put the real secret back before loading this as a configuration"
 
 
 def to_toml(data: dict[str, Any]) -> str:
@@ -24,7 +30,8 @@ def _table(name: str, data: dict[str, Any], out: list[str], array: bool) -> None
         elif value is None:
             out.append(f"# {key} is not set")
         else:
-            out.append(f"{key} = {_value(value)}")
+            note = MASKED_NOTE if isinstance(value, str) and MASK in value else ""
+            out.append(f"{key} = {_value(value)}{note}")
     for key, value in tables:
         full = f"{name}.{key}" if name else key
         if isinstance(value, dict):

@@ -12,15 +12,17 @@ import traceback
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
+from typing import Literal
 
-from pfhjem_msg.config import Municipality, Settings
+from pfhjem_msg.config import Destination, Municipality, Settings
 from pfhjem_msg.decision import MessageDecision, decide
-from pfhjem_msg.followups import FollowupFacts
+from pfhjem_msg.followups import Followup, FollowupFacts, Phase, reminder_text
 from pfhjem_msg.gpregistry import GPRegistry
 from pfhjem_msg.kith import gpcopy
 from pfhjem_msg.kith.model import AppRecPayload
 from pfhjem_msg.kith.schemas import load_schema_set
 from pfhjem_msg.kith.verdict import Options, Verdict, examine
+from pfhjem_msg.lifecycle import Transport
 from pfhjem_msg.logs import mask_national_ids
 from pfhjem_msg.pathway import Matcher
 from pfhjem_msg.store.base import Change, DeliverySpec, Facts, Transition
@@ -52,6 +54,32 @@ class Crash:
     reason: str
 
 
+@dataclass(frozen=True)
+class ReminderJob:
+    """A reminder the follow-up sweep found due, with what building it needs from the store."""
+
+    followup: Followup
+    phase: Phase
+    original: bytes | None
+    """The source message's stored original, for a reminder that goes as a Dialogmelding (it
+    names the patient the way the original did); None for a plain-text one."""
+    now: datetime
+
+
+def reminder_recipient(settings: Settings, municipality: str) -> tuple[Municipality, Destination] | None:
+    """Who a follow-up's reminders go to: the municipality's kreftkoordinator, or its case unit."""
+    m = next((m for m in settings.municipalities if m.name == municipality), None)
+    if m is None:
+        return None
+    return m, m.kreftkoordinator or m.case_unit
+
+
+def reminder_as_dialog(to: Destination) -> bool:
+    """A reminder to the hub or through the message service is a signed Dialogmelding; to a
+    directory or an e-mail address, plain text."""
+    return to.transport in ("hub", "edi2")
+
+
 class Drafter:
     """Everything drafting needs, built from the settings it is handed (in a worker: the
     daemon's own, pickled), never from the configuration file."""
@@ -76,6 +104,36 @@ class Drafter:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:300]
             where = traceback.extract_tb(exc.__traceback__)[-1]
             return Crash(f"processing failed ({detail} at {Path(where.filename).name}:{where.lineno})")
+
+    def safe_reminder(self, job: ReminderJob) -> DeliverySpec | Crash:
+        try:
+            return self.reminder(job)
+        except Exception as exc:  # a bug: the sweep logs it and tries again next time
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            return Crash(f"drafting the reminder failed ({type(exc).__name__} at "
+                         f"{Path(where.filename).name}:{where.lineno})")  # fmt: skip
+
+    def reminder(self, job: ReminderJob) -> DeliverySpec:
+        """The reminder as a delivery of its source message: built (and signed) once, so a
+        retry sends exactly the same bytes."""
+        f, phase, now = job.followup, job.phase, job.now
+        found = reminder_recipient(self.settings, f.municipality)
+        if found is None:
+            raise LookupError(f"municipality of follow-up {f.id} is not configured")
+        m, to = found
+        name = f"reminder-{f.id}-sp{f.point}-{phase}"
+        text = reminder_text(f, phase, "pfhjem-msg")
+        if not reminder_as_dialog(to) or job.original is None:
+            return DeliverySpec("reminder", to.transport, f"{name}.txt", text.encode("utf-8"), to.her_id,
+                                target=to.target, followup_id=f.id, phase=phase)  # fmt: skip
+        original = examine(job.original, f"message {f.source_message_id}", self.options).message
+        sender = gpcopy.Party(m.name, m.her_ids[0], m.case_unit.name, m.case_unit.her_id)
+        receiver = gpcopy.Unit(m.name, m.her_ids[0], to.name, to.her_id)
+        out_id, xml = gpcopy.build_dialog(sender, receiver, original.patient if original else None, text, now,
+                                          signing=self.settings.kith.signing)  # fmt: skip
+        via: Transport = "edi2" if to.transport == "edi2" or self.settings.send_via == "edi2" else "hub"
+        return DeliverySpec("reminder", via, f"{name}-{out_id}.xml", xml, to.her_id, out_id, followup_id=f.id,
+                            phase=phase)  # fmt: skip
 
     def draft(self, raw: bytes, message_id: int, now: datetime) -> Draft:
         verdict = examine(raw, f"message {message_id}", self.options)
@@ -133,7 +191,7 @@ class Drafter:
             return Draft(replace(change, steps=steps, deliveries=deliveries), parsed, duplicate_key)
         deliveries += self._recipient_deliveries(result, raw, message_id, now)
         summary = "; ".join(
-            f"{r.role} {r.her_id or ''} via {r.transport}".replace("  ", " ") for r in routing.recipients
+            f"{r.role} {r.her_id or ''} via {r.destination}".replace("  ", " ") for r in routing.recipients
         )
         notes = f" ({'; '.join(routing.notes)})" if routing.notes else ""
         routed = Transition("routed", f"{routing.reason}: {summary or 'no recipients'}{notes}")
@@ -162,12 +220,15 @@ class Drafter:
         out: list[DeliverySpec] = []
         extension = "xml" if raw.lstrip()[:1] in (b"<", b"\xef") else "eml"
         for r in result.routing.recipients:
-            if r.role in ("case_unit", "default") and r.transport == "edi2" and r.her_id:
-                out.append(self._forward(result, r.role, r.name, r.her_id, message_id, now))
-            elif r.role in ("case_unit", "default"):
+            role = r.role
+            if role != "gp" and r.transport == "edi2" and r.her_id:
+                out.append(self._forward(result, role, r.name, r.her_id, message_id, now))
+            elif role != "gp":
                 name = f"{message_id}-{(msg.msg_id or 'unknown')[:64]}.{extension}"
-                out.append(DeliverySpec(r.role, r.transport, name, b"", r.her_id, original=True))
-            elif r.role == "gp" and r.her_id and r.office_her_id:
+                out.append(
+                    DeliverySpec(role, r.transport, name, b"", r.her_id, original=True, target=r.target)
+                )
+            elif r.her_id and r.office_her_id:
                 municipality = result.routing.municipality
                 assert municipality is not None
                 out_id, xml = gpcopy.build(
@@ -183,7 +244,7 @@ class Drafter:
                 )
         return out
 
-    def _forward(self, result: MessageDecision, role: str, name: str, her_id: str, message_id: int,
+    def _forward(self, result: MessageDecision, role: Literal["case_unit", "default"], name: str, her_id: str, message_id: int,
                  now: datetime) -> DeliverySpec:  # fmt: skip
         """A unit reached through the message service by its HER-id gets a Dialogmelding
         forwarded to it, built like the GP copy (the text and the PDF/image attachments): the

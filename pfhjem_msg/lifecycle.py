@@ -56,8 +56,9 @@ TRANSITIONS: dict[tuple[Actor, str], frozenset[str]] = {
     ("daemon", "parsed"): frozenset({"classified", "routed", "done", "rejected", "duplicate", "held", "failed"}),
     ("daemon", "classified"): frozenset({"routed", "done", "rejected", "duplicate", "held", "failed"}),
     ("daemon", "routed"): frozenset({"delivered", "done", "failed", "held"}),
-    ("daemon", "delivered"): frozenset({"done", "held"}),
-    ("daemon", "done"): frozenset({"held"}),
+    ("daemon", "delivered"): frozenset({"done", "rejected", "held"}),
+    ("daemon", "done"): frozenset({"held", "failed"}),
+    ("daemon", "held"): frozenset({"failed"}),
     ("operator", "held"): UNFINISHED | {"discarded", "received"},
     ("operator", "failed"): frozenset({"routed", "received", "discarded"}),
     ("operator", "rejected"): frozenset({"received", "discarded"}),
@@ -65,7 +66,10 @@ TRANSITIONS: dict[tuple[Actor, str], frozenset[str]] = {
     **{("operator", s): frozenset({"held", "discarded"}) for s in UNFINISHED},
 }  # fmt: skip
 """Who may move a message from which state to which. ``done`` and ``duplicate`` have no way
-out: replaying them makes a new message (``replay_as_new``), the old one stays as it was."""
+out for an operator: replaying them makes a new message (``replay_as_new``), the old one stays
+as it was. The daemon moves a ``done`` message on when a GP's receipt asks for a person
+(``held``) or a reminder sent later for it fails for good (``failed``); a delivery that fails
+for good fails a ``held`` message too, so an operator sees it among the failed."""
 
 
 class IllegalTransition(OperatorRefused):
@@ -80,6 +84,19 @@ def check_transition(actor: Actor, message_id: int, current: str, target: str) -
         raise IllegalTransition(
             f"message {message_id} cannot go from {current} to {target} ({actor}); from {current} it may go to: {ways}"
         )
+
+
+def illegal_daemon_move(current: str, targets: Sequence[str]) -> tuple[str, str] | None:
+    """The first of the daemon's consecutive moves from ``current`` through ``targets`` that the
+    table does not allow, as (from, to); None when every one is allowed. The store asks this
+    before it writes a daemon's change, so a drafting bug cannot leave a message in a state its
+    history does not explain."""
+    state = current
+    for target in targets:
+        if target not in TRANSITIONS.get(("daemon", state), frozenset()):
+            return state, target
+        state = target
+    return None
 
 
 @dataclass(frozen=True)
@@ -141,20 +158,58 @@ def replay_mode(message_id: int, state: str, *, pruned: bool, has_failed_deliver
     return "from_start"
 
 
+# -- deliveries --------------------------------------------------------------------------------
+
+DeliveryKind = Literal["apprec", "case_unit", "default", "gp_copy", "reminder"]
+"""What a delivery is: our AppRec, the message to the case unit or the default destination,
+the copy to the patient's GP, or a follow-up reminder (with its follow-up id and phase)."""
+DELIVERY_KINDS: tuple[DeliveryKind, ...] = get_args(DeliveryKind)
+
+DestinationTransport = Literal["hub", "dir", "smtp", "edi2"]
+"""How a configured destination is reached."""
+Transport = Literal[DestinationTransport, "edi2_apprec"]
+"""How a delivery goes: a destination's transport, or ``edi2_apprec``: our AppRec for a message
+that came over EDI 2.0, which the EDI 2.0 intake posts for its service message
+(``POST /Messages/{id}/apprec/{herId}``) and ``deliver_due`` never sends."""
+TRANSPORTS: tuple[Transport, ...] = get_args(Transport)
+POSTED_BY_INTAKE: frozenset[str] = frozenset({"edi2_apprec"})
+"""Transports whose deliveries the EDI 2.0 intake performs, not ``deliver_due``."""
+
+
+def describe_destination(transport: str, target: str | None) -> str:
+    """The destination as operators read it (``messages show``, log lines): ``dir:/path``,
+    ``smtp:address``, or the transport alone. For display only: nothing parses it."""
+    if transport == "edi2_apprec":
+        return "edi2 (AppRec to its service message)"
+    return f"{transport}:{target}" if target else transport
+
+
 # -- sending -----------------------------------------------------------------------------------
 
 NOT_SENDING: frozenset[str] = frozenset({"discarded", "held"})
 """States whose pending deliveries wait; a held message still sends what it owes anyway:"""
-SENT_WHILE_HELD: frozenset[str] = frozenset({"apprec"})
+SENT_WHILE_HELD: frozenset[DeliveryKind] = frozenset({"apprec", "reminder"})
 """The hub is answered (and reminders go out) even when a person must look at the message."""
-REMINDER_PREFIX = "followup:"
 
 
 def may_send(state: str, kind: str) -> bool:
     """Whether a due delivery of a message in ``state`` goes out now."""
     if state not in NOT_SENDING:
         return True
-    return state in WAITING and (kind in SENT_WHILE_HELD or kind.startswith(REMINDER_PREFIX))
+    return state in WAITING and kind in SENT_WHILE_HELD
+
+
+def may_send_sql(state: str, kind: str) -> str:
+    """``may_send`` as an SQL condition on the columns named ``state`` and ``kind``, written from
+    the same sets, so a store's query can filter before its LIMIT and never disagree."""
+
+    def quoted(values: frozenset[str]) -> str:
+        return ",".join(f"'{v}'" for v in sorted(values))
+
+    return (
+        f"({state} NOT IN ({quoted(NOT_SENDING)}) OR ({state} IN ({quoted(WAITING)}) "
+        f"AND {kind} IN ({quoted(frozenset(SENT_WHILE_HELD))})))"
+    )
 
 
 # -- retention ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from pfhjem_msg import lifecycle
 from pfhjem_msg.kith.codes import MESSAGE_TYPES
 from pfhjem_msg.lifecycle import ALL_STATES
 from pfhjem_msg.store.base import REFUSED_REASONS, StatusFacts
@@ -89,15 +90,17 @@ followups = Gauge(
 )
 
 
-DELIVERY_KINDS = frozenset({"apprec", "gp_copy", "case_unit", "default"})
+DELIVERY_KINDS: frozenset[str] = frozenset(lifecycle.DELIVERY_KINDS)
 
 
 def kind_label(kind: str) -> str:
-    """A delivery's kind as a label: reminders are ``followup`` (their kind names the follow-up),
-    anything unforeseen ``other``."""
-    if kind in DELIVERY_KINDS:
-        return kind
-    return "followup" if kind.startswith("followup:") else "other"
+    """A delivery's kind as a label (a reminder is ``reminder``: its follow-up id is a column,
+    never a label); a value from a damaged row is ``other``."""
+    return kind if kind in DELIVERY_KINDS else "other"
+
+
+def transport_label(transport: str) -> str:
+    return transport if transport in lifecycle.TRANSPORTS else "other"
 
 
 @functools.lru_cache(maxsize=4096)

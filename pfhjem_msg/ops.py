@@ -139,7 +139,11 @@ def _delivery_dict(d: DeliveryInfo) -> dict[str, Any]:
     return {
         "id": d.id,
         "kind": d.kind,
+        "followup_id": d.followup_id,
+        "phase": d.phase,
         "destination": d.destination,
+        "transport": d.transport,
+        "target": d.target,
         "her_id": d.her_id,
         "out_msg_id": d.out_msg_id,
         "status": d.status,
@@ -278,10 +282,10 @@ def plan_replay(store: OperatorStore, message_id: int, from_start: bool, force_d
     if row is None:
         raise NoSuchMessage(message_id)
     deliveries = store.deliveries(message_id)
-    failed_deliveries = [d.kind for d in deliveries if d.status == "failed"]
+    failed_deliveries: list[str] = [d.kind for d in deliveries if d.status == "failed"]
     mode = replay_mode(message_id, row.state, pruned=row.pruned, has_failed_deliveries=bool(failed_deliveries),
                        from_start=from_start, force_duplicate=force_duplicate)  # fmt: skip
-    undelivered = [d.kind for d in deliveries if d.status not in ("delivered", "cancelled")]
+    undelivered: list[str] = [d.kind for d in deliveries if d.status not in ("delivered", "cancelled")]
     sent = store.apprec_sent(message_id)
     note = (
         f"AppRec already sent (status {apprec_status(sent.payload)}); it is not sent again" if sent else None

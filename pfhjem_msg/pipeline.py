@@ -18,34 +18,30 @@ from pathlib import Path
 
 from pfhjem_msg import metrics
 from pfhjem_msg.config import Settings
-from pfhjem_msg.drafting import Crash, Draft
+from pfhjem_msg.drafting import Crash, Draft, ReminderJob, reminder_as_dialog, reminder_recipient
 from pfhjem_msg.edi2 import transport as edi2_transport
 from pfhjem_msg.edi2.client import Edi2Client
 from pfhjem_msg.edi2.helseid import Edi2AuthError
 from pfhjem_msg.errors import PermanentDeliveryError, TransientDeliveryError
-from pfhjem_msg.followups import Followup, Phase, due_phase, local_date, reminder_text
-from pfhjem_msg.kith import gpcopy
+from pfhjem_msg.followups import due_phase, local_date
 from pfhjem_msg.kith.apprec import apprec_status
-from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.lifecycle import OUTCOMES
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.retry import RetryPolicy
 from pfhjem_msg.store.base import (
     Change,
     DeliveryRow,
-    DeliverySpec,
     Facts,
     MessageRow,
     Receipt,
     Transition,
 )
-from pfhjem_msg.store.edi2 import APPREC_DESTINATION, SEND_DESTINATION, DaemonStore
+from pfhjem_msg.store.edi2 import DaemonStore
 from pfhjem_msg.transport import dir as dir_transport
 from pfhjem_msg.transport import smtp as smtp_transport
 from pfhjem_msg.workers import DraftPool, Job
 
 APPREC_DEADLINE = timedelta(hours=96)
-TRANSPORTS = frozenset({"hub", "dir", "smtp", "edi2"})
 RECEIPT_WATCH = timedelta(days=8)
 """How long the receiver's AppRec for what we sent through the message service is asked for:
 past the 96-hour check, which has flagged it by then."""
@@ -198,10 +194,10 @@ class Pipeline:
         if not (from_edi2 or replayed) and self.settings.send_via != "edi2":
             return change
         deliveries = [
-            replace(d, destination=APPREC_DESTINATION)
+            replace(d, transport="edi2_apprec")
             if d.kind == "apprec" and from_edi2
-            else replace(d, destination=SEND_DESTINATION)
-            if d.destination == "hub"
+            else replace(d, transport="edi2")
+            if d.transport == "hub"
             else d
             for d in change.deliveries
         ]
@@ -287,26 +283,28 @@ class Pipeline:
         directories: dict[str, Path] = {}
         groups = readable_by(self.settings)
         for d in due:
-            kind, _, target = d.destination.partition(":")
-            metrics.child(
-                metrics.delivery_attempts, kind if kind in TRANSPORTS else "other", metrics.kind_label(d.kind)
-            ).inc()
-            if kind in ("hub", "dir"):
+            metrics.child(metrics.delivery_attempts, metrics.transport_label(d.transport),
+                          metrics.kind_label(d.kind)).inc()  # fmt: skip
+            target = d.target or ""
+            if d.transport == "hub" or (d.transport == "dir" and target):
                 directory = (
                     self.settings.hub_outbox
-                    if kind == "hub"
+                    if d.transport == "hub"
                     else (directories.get(target) or directories.setdefault(target, Path(target)))
                 )
-                group = self.settings.hub_group if kind == "hub" else groups.get(target)
+                group = self.settings.hub_group if d.transport == "hub" else groups.get(target)
                 files.append((d, dir_transport.FileDelivery(directory, d.filename, d.payload, group)))
                 continue
             try:
-                if kind == SEND_DESTINATION:
+                if d.transport == "edi2":
                     self._send_edi2(d)
-                elif kind == "smtp":
+                elif d.transport == "smtp" and target:
                     smtp_transport.send_sync(self.smtp, target, d.filename, d.payload, _subject(d))
                 else:
-                    raise PermanentDeliveryError(f"unknown transport {kind!r} for delivery {d.id}")
+                    raise PermanentDeliveryError(
+                        f"delivery {d.id} of message {d.message_id} goes by {d.destination}, which this daemon "
+                        "cannot send; correct the configuration and `pfhjem-msg messages replay` the message"
+                    )
             except (TransientDeliveryError, PermanentDeliveryError) as exc:
                 self._delivery_failed(d, exc)
             else:
@@ -372,9 +370,8 @@ class Pipeline:
 
     def _delivery_failed(self, d: DeliveryRow, exc: TransientDeliveryError | PermanentDeliveryError) -> None:
         now = self.clock()
-        kind = d.destination.partition(":")[0]
         permanent = "true" if isinstance(exc, PermanentDeliveryError) else "false"
-        metrics.child(metrics.delivery_failures, kind if kind in TRANSPORTS else "other", metrics.kind_label(d.kind),
+        metrics.child(metrics.delivery_failures, metrics.transport_label(d.transport), metrics.kind_label(d.kind),
                       permanent).inc()  # fmt: skip
         retry_at = (
             self.policy.next_attempt(d.attempts + 1, now, self.rng)
@@ -396,48 +393,38 @@ class Pipeline:
     # -- follow-ups --------------------------------------------------------------------------
 
     def sweep_followups(self) -> int:
-        """Queue the follow-up reminders that are due today (Norwegian date). Each reminder is
-        queued once; after downtime only the one due now goes, so nothing is sent per missed
-        tick. Returns how many were queued."""
+        """Queue the follow-up reminders that are due today (Norwegian date). Which are due is
+        decided here; each is built (and signed) in the workers, then queued once: after
+        downtime only the one due now goes, so nothing is sent per missed tick. Returns how
+        many were queued."""
         now = self.clock()
         today = local_date(now)
-        queued = 0
+        jobs: list[ReminderJob] = []
         for f in self.store.open_followups(until=today):
             phase = due_phase(f, today, self.settings.followups.closing_reminder_days)
             if phase is None:
                 continue
-            spec = self._reminder(f, phase, now)
-            if spec is None:
+            found = reminder_recipient(self.settings, f.municipality)
+            if found is None:
+                log.error("followup.no_municipality", followup_id=f.id, municipality_configured=False)
                 continue
-            if self.store.add_reminder(f.id, phase, spec, now):
+            raw = self.store.raw(f.source_message_id) if reminder_as_dialog(found[1]) else None
+            jobs.append(ReminderJob(f, phase, raw, now))
+        if not jobs:
+            return 0
+        self.drafts.ready()
+        queued = 0
+        for job, spec in zip(jobs, self.drafts.remind(jobs), strict=True):
+            f = job.followup
+            if isinstance(spec, Crash):
+                log.error("followup.reminder_error", followup_id=f.id, phase=job.phase,
+                          message_id=f.source_message_id)  # fmt: skip
+                continue
+            if self.store.add_reminder(f.id, job.phase, spec, now):
                 queued += 1
-                log.info("followup.reminder", followup_id=f.id, point=f.point, phase=phase,
+                log.info("followup.reminder", followup_id=f.id, point=f.point, phase=job.phase,
                          message_id=f.source_message_id)  # fmt: skip
         return queued
-
-    def _reminder(self, f: Followup, phase: Phase, now: datetime) -> DeliverySpec | None:
-        m = next((m for m in self.settings.municipalities if m.name == f.municipality), None)
-        if m is None:
-            log.error("followup.no_municipality", followup_id=f.id, municipality_configured=False)
-            return None
-        to = m.kreftkoordinator or m.case_unit
-        kind = f"followup:{f.id}:{phase}"
-        name = f"reminder-{f.id}-sp{f.point}-{phase}"
-        text = reminder_text(f, phase, "pfhjem-msg")
-        if to.transport not in ("hub", SEND_DESTINATION):
-            return DeliverySpec(kind, to.describe(), f"{name}.txt", text.encode("utf-8"), to.her_id)
-        raw = self.store.raw(f.source_message_id)
-        original = examine(raw, f"message {f.source_message_id}", self.drafts.options()).message
-        sender = gpcopy.Party(m.name, m.her_ids[0], m.case_unit.name, m.case_unit.her_id)
-        receiver = gpcopy.Unit(m.name, m.her_ids[0], to.name, to.her_id)
-        out_id, xml = gpcopy.build_dialog(sender, receiver, original.patient if original else None, text, now,
-                                          signing=self.settings.kith.signing)  # fmt: skip
-        via = (
-            SEND_DESTINATION
-            if to.transport == SEND_DESTINATION or self.settings.send_via == "edi2"
-            else "hub"
-        )
-        return DeliverySpec(kind, via, f"{name}-{out_id}.xml", xml, to.her_id, out_id)
 
     def flag_overdue_receipts(self) -> int:
         """GP copies with no AppRec after 96 hours: an event each, once, for an operator."""
@@ -461,7 +448,6 @@ def readable_by(settings: Settings) -> dict[str, str]:
 
 def _subject(d: DeliveryRow) -> str:
     """Ids only: mail subjects pass through systems that are not for patient data."""
-    if d.kind.startswith("followup:"):
-        _, followup_id, phase = d.kind.split(":")
-        return f"Pakkeforløp hjem: påminnelse ({phase}), oppfølging {followup_id}"
+    if d.kind == "reminder":
+        return f"Pakkeforløp hjem: påminnelse ({d.phase}), oppfølging {d.followup_id}"
     return f"{d.kind} {d.filename}"

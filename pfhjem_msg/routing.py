@@ -21,6 +21,7 @@ from typing import Literal
 from pfhjem_msg.config import Destination, Municipality, Settings
 from pfhjem_msg.gpregistry import GP, GPRegistry
 from pfhjem_msg.kith.model import DialogPayload, EpikrisePayload, Message, Party, PartyLevel
+from pfhjem_msg.lifecycle import DestinationTransport, describe_destination
 from pfhjem_msg.pathway import Detection
 
 Role = Literal["case_unit", "gp", "default"]
@@ -34,17 +35,23 @@ class Recipient:
     role: Role
     her_id: str | None
     name: str
-    transport: str
+    transport: DestinationTransport
     reason: str
     office_her_id: str | None = None
     office_name: str | None = None
+    target: str | None = None
+    """The directory or e-mail address, for ``dir`` and ``smtp``."""
+
+    @property
+    def destination(self) -> str:
+        return describe_destination(self.transport, self.target)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "role": self.role,
             "her_id": self.her_id,
             "name": self.name,
-            "transport": self.transport,
+            "transport": self.destination,
             "reason": self.reason,
         }
 
@@ -172,7 +179,7 @@ def _received_original(msg: Message, gp: GPCandidate) -> str | None:
 
 
 def _recipient(role: Role, dest: Destination, reason: str) -> Recipient:
-    return Recipient(role, dest.her_id, dest.name, dest.describe(), reason)
+    return Recipient(role, dest.her_id, dest.name, dest.transport, reason, target=dest.target)
 
 
 def route(

@@ -24,24 +24,28 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
+from typing import TypeVar
 
 import structlog
 
 from pfhjem_msg.config import Settings
-from pfhjem_msg.drafting import Crash, Draft, Drafter
+from pfhjem_msg.drafting import Crash, Draft, Drafter, ReminderJob
 from pfhjem_msg.kith.verdict import Options
 from pfhjem_msg.logs import configure as configure_logs
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.logs import set_up as logs_set_up
+from pfhjem_msg.store.base import DeliverySpec
 
 log = get_logger("pfhjem_msg.workers")
 _DRAFTER: Drafter | None = None
 
 Job = tuple[bytes, int, datetime]
+J = TypeVar("J")
+R = TypeVar("R")
 
 
 def _die_with_parent(parent: int) -> None:
@@ -69,10 +73,22 @@ def _draft_many(jobs: list[Job]) -> list[Draft | Crash]:
 
 
 def _draft(job: Job) -> Draft | Crash:
+    return _drafter().safe_draft(*job)
+
+
+def _remind_many(jobs: list[ReminderJob]) -> list[DeliverySpec | Crash]:
+    return [_remind(job) for job in jobs]
+
+
+def _remind(job: ReminderJob) -> DeliverySpec | Crash:
+    return _drafter().safe_reminder(job)
+
+
+def _drafter() -> Drafter:
     assert _DRAFTER is not None, "worker not initialised"
     if os.getppid() == 1:  # orphaned where PR_SET_PDEATHSIG is not available
         os._exit(0)
-    return _DRAFTER.safe_draft(*job)
+    return _DRAFTER
 
 
 class DraftPool:
@@ -133,24 +149,34 @@ class DraftPool:
             local = self.local
             return iter([[local.safe_draft(*job) for job in c] for c in chunks])
         futures = [self._executor().submit(_draft_many, c) for c in chunks]
-        return self._results(chunks, futures)
+        return self._results(chunks, futures, _draft)
 
-    def _results(self, chunks: list[list[Job]], futures: list[Future[list[Draft | Crash]]]
-                 ) -> Iterator[list[Draft | Crash]]:  # fmt: skip
+    def remind(self, jobs: Sequence[ReminderJob], chunk: int = 25) -> list[DeliverySpec | Crash]:
+        """Build the reminders the sweep found due (read the original, build the Dialogmelding,
+        sign it) in the workers, like messages: signing and parsing are the costly part, and
+        the daemon's own thread keeps the store and the network."""
+        if self.local is not None:
+            return [self.local.safe_reminder(job) for job in jobs]
+        chunks = [list(jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
+        futures = [self._executor().submit(_remind_many, c) for c in chunks]
+        return [r for part in self._results(chunks, futures, _remind) for r in part]
+
+    def _results(self, chunks: list[list[J]], futures: list[Future[list[R]]], one: Callable[[J], R | Crash]
+                 ) -> Iterator[list[R | Crash]]:  # fmt: skip
         for n, future in enumerate(futures):
             try:
-                yield future.result()
+                yield list(future.result())
             except BrokenProcessPool:
                 log.error("workers.broken", batch=sum(len(c) for c in chunks[n:]))
                 self._reset()
                 for c in chunks[n:]:
-                    yield [self._one(job) for job in c]
+                    yield [self._one(one, job) for job in c]
                 return
 
-    def _one(self, job: Job) -> Draft | Crash:
-        """One message in a fresh pool: finds the message that breaks a worker."""
+    def _one(self, one: Callable[[J], R | Crash], job: J) -> R | Crash:
+        """One job in a fresh pool: finds the message (or reminder) that breaks a worker."""
         try:
-            return self._executor().submit(_draft, job).result()
+            return self._executor().submit(one, job).result()
         except BrokenProcessPool:
             self._reset()
             return Crash("processing crashed its worker process")

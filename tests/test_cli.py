@@ -75,7 +75,9 @@ def test_run_with_demo_config() -> None:
 
 def test_bad_config_is_reported_whole(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[kith]\nschemas = "nowhere"\nmax_depth = -1\n[apprec]\nunknown_receiver = "drop"\n')
+    bad.write_text(
+        'state_dir = "var"\n[kith]\nschemas = "nowhere"\nmax_depth = -1\n[apprec]\nunknown_receiver = "drop"\n'
+    )
     result = run("run", "--config", str(bad))
     assert result.returncode == 2
     assert "3 problem(s)" in result.stderr

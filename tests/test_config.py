@@ -52,6 +52,9 @@ TYPOS = [
     ("[intake]\nsetle_seconds = 5\n", "intake.setle_seconds", "setle_seconds", "did you mean settle_seconds"),
     ("[apprec]\nreject_schema_erors = true\n", "apprec.reject_schema_erors", "erors", "did you mean"),
     ('[metric]\naddress = "127.0.0.1:9464"\n', "metric", "[metric]", "unknown section; did you mean metrics"),
+    # a section only implied by its sub-table's header, or by a dotted key, is where it first appears
+    ("[delivery.retry]\nmax_attempts = 3\n", "delivery", "[delivery.retry]", "unknown section; known here"),
+    ("[retry]\nbackoff.max_seconds = 60\n", "retry.backoff", "backoff.max", "unknown section; known here"),
     ('[smtp]\nstarttls = "false"\n', "smtp.starttls", "starttls", "true or false, without quotes"),
     ("[smtp]\nhost = 25\n", "smtp.host", "host = 25", "text in quotes"),
     ("[retry]\nfactor = 0\njitter = 0.2\n", "retry.factor", "factor", "greater than or equal to 1"),
@@ -243,3 +246,8 @@ def test_key_lines_follow_tables_arrays_and_inline_tables() -> None:
     assert ("not", "a", "table") not in lines and ("x", "k") not in lines
     assert lines[("m", 0, "name")] == 12 and lines[("m", 1)] == 13 and lines[("m", 1, "d")] == 14
     assert lines[("m", 1, "sub", "quoted.key")] == 16 and lines[("m", 1, "inner", 0, "q")] == 18
+    # tables only implied: where they first appear
+    assert lines[("m",)] == 11 and lines[("m", 1, "inner")] == 17
+    implied = key_lines("[p.q.r]\nk = 1\n[s]\nt.u.v = 2\n[p.w]\n")
+    assert implied[("p",)] == implied[("p", "q")] == implied[("p", "q", "r")] == 1
+    assert implied[("s", "t")] == implied[("s", "t", "u")] == 4 and implied[("p", "w")] == 5

@@ -128,11 +128,20 @@ def test_plan_reminders_across_eighteen_months(world: World, capsys: pytest.Capt
 
     code, out, _ = world.cli(capsys, "followups", "show", "2", "--json")
     shown = json.loads(out)
-    assert code == 0 and [r["kind"] for r in shown["reminders"]] == ["followup:2:open", "followup:2:overdue"]
+    assert code == 0 and [(r["kind"], r["phase"]) for r in shown["reminders"]] == [
+        ("reminder", "open"),
+        ("reminder", "overdue"),
+    ]
     assert all(r["status"] == "delivered" for r in shown["reminders"]) and "patient" not in shown
-    # A reminder's kind names its follow-up; as a metric label it is only «followup».
+    assert {r["destination"] for r in shown["reminders"]} == {f"dir:{world.case_unit}"}
+    code, out, _ = world.cli(capsys, "messages", "show", "1", "--json")
+    sent = [(d["followup_id"], d["phase"]) for d in json.loads(out)["deliveries"] if d["kind"] == "reminder"]
+    assert code == 0 and sent == [(1, "open"), (1, "closing"), (2, "open"), (2, "overdue")]
+    code, out, _ = world.cli(capsys, "messages", "show", "1")
+    assert code == 0 and "(follow-up 2, overdue)" in out
+    # A reminder's follow-up id is a column; as a metric label it is only its kind, «reminder».
     kinds = {s.labels["kind"] for m in metrics.REGISTRY.collect() for s in m.samples if "kind" in s.labels}
-    assert "followup" in kinds and kinds <= metrics.DELIVERY_KINDS | {"followup", "other"}
+    assert "reminder" in kinds and kinds <= metrics.DELIVERY_KINDS | {"other"}
 
 
 def test_a_replay_or_a_second_sp1_message_makes_no_second_plan_but_a_relapse_does(

@@ -109,7 +109,7 @@ def test_replay_of_a_pruned_original_is_refused() -> None:
 
 def test_held_message_still_answers_the_hub_and_sends_reminders() -> None:
     assert lc.may_send("held", "apprec")
-    assert lc.may_send("held", "followup:3:opened")
+    assert lc.may_send("held", "reminder")
     assert not lc.may_send("held", "case_unit")
     assert not lc.may_send("discarded", "apprec")
     assert lc.may_send("routed", "case_unit")

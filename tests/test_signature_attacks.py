@@ -328,3 +328,31 @@ def test_required_signature_without_trust_anchors_is_not_satisfied_by_any_certif
     would be no requirement."""
     pki = Pki()
     assert outcome(drafter(tmp_path, None, require=True), signed(pki.leaf(), pki.inter)) == "2 S02"
+
+
+def test_certificate_with_an_impossible_version_is_unreadable_not_a_crash(tmp_path: Path) -> None:
+    """A certificate whose version field says v6: the parser raises its own error (not a
+    ``ValueError``); the message must get S02 like any unreadable certificate."""
+    pki = Pki()
+    root = etree.fromstring(signed(pki.leaf(), pki.inter))
+    el = root.find(f".//{DS}X509Certificate")
+    assert el is not None and el.text
+    der = base64.b64decode(el.text)
+    version = bytes.fromhex("a003020102")  # [0] EXPLICIT INTEGER 2 (v3)
+    assert version in der
+    el.text = base64.b64encode(der.replace(version, bytes.fromhex("a003020105"), 1)).decode()
+    assert outcome(drafter(tmp_path, pki), etree.tostring(root)) == "2 S02"
+
+
+def test_certificate_with_a_key_of_an_unknown_kind_is_unusable_not_a_crash(tmp_path: Path) -> None:
+    """The key's algorithm says something no library knows: reading the key raises
+    ``UnsupportedAlgorithm``; the message gets S02."""
+    pki = Pki()
+    root = etree.fromstring(signed(pki.leaf(), pki.inter))
+    el = root.find(f".//{DS}X509Certificate")
+    assert el is not None and el.text
+    der = base64.b64decode(el.text)
+    rsa = bytes.fromhex("06092a864886f70d010101")  # OID rsaEncryption in the key info
+    assert der.count(rsa) == 1
+    el.text = base64.b64encode(der.replace(rsa, bytes.fromhex("06092a864886f70d010163"))).decode()
+    assert outcome(drafter(tmp_path, pki), etree.tostring(root)) == "2 S02"

@@ -10,8 +10,9 @@ import pytest
 
 from pfhjem_msg.edi2.answer import AppRecAnswer
 from pfhjem_msg.edi2.intake import NO_APPREC, Edi2Health
+from pfhjem_msg.lifecycle import Transport
 from pfhjem_msg.store.base import Change, DeliverySpec, Transition
-from pfhjem_msg.store.edi2 import APPREC_DESTINATION, DaemonStore
+from pfhjem_msg.store.edi2 import DaemonStore
 from tests.store_backends import StoreFactory
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -30,9 +31,9 @@ def store(backend: StoreFactory) -> DaemonStore:
 
 
 def routed(
-    store: DaemonStore, message_id: int, destination: str, extra: tuple[DeliverySpec, ...] = ()
+    store: DaemonStore, message_id: int, transport: Transport, extra: tuple[DeliverySpec, ...] = ()
 ) -> None:
-    apprec = DeliverySpec("apprec", destination, "apprec.xml", APPREC_XML, None, "apprec-id")
+    apprec = DeliverySpec("apprec", transport, "apprec.xml", APPREC_XML, None, "apprec-id")
     store.apply([Change(message_id, [Transition("routed", "test")], [apprec, *extra], "rejected")], NOW)
 
 
@@ -59,7 +60,7 @@ def test_the_same_bytes_twice_are_one_message_answered_once(store: DaemonStore) 
 def test_answer_is_undecided_then_the_queued_apprec(store: DaemonStore) -> None:
     mid = store.edi2_accept(DOC, SID, 8300010, False, NOW).message_id
     assert store.edi2_answer(mid) is None
-    routed(store, mid, APPREC_DESTINATION)
+    routed(store, mid, "edi2_apprec")
     assert store.edi2_answer(mid) == AppRecAnswer("2", (("E10", "MsgId"),))
     assert store.due_deliveries(NOW + timedelta(seconds=1), 10) == [], "deliver_due would send the AppRec too"
 
@@ -75,7 +76,7 @@ def test_answered_another_way_or_not_at_all_is_no_apprec(store: DaemonStore) -> 
 
 def test_posting_the_apprec_delivers_it_and_finishes_the_message(store: DaemonStore) -> None:
     mid = store.edi2_accept(DOC, SID, 8300010, False, NOW).message_id
-    routed(store, mid, APPREC_DESTINATION)
+    routed(store, mid, "edi2_apprec")
     store.edi2_apprec_intent(SID, NOW)
     rec = store.edi2_record(SID)
     assert rec is not None and rec.apprec == "intent"
@@ -93,7 +94,7 @@ def test_posting_the_apprec_delivers_it_and_finishes_the_message(store: DaemonSt
 
 def test_a_held_service_message_waits_for_an_operator_and_resumes_on_release(store: DaemonStore) -> None:
     mid = store.edi2_accept(DOC, SID, 8300010, False, NOW).message_id
-    routed(store, mid, APPREC_DESTINATION)
+    routed(store, mid, "edi2_apprec")
     store.edi2_hold(SID, "400: refused (requestId r-1)", NOW)
     row = store.message(mid)
     assert row is not None and row.state == "held" and "r-1" in (row.state_reason or "")
@@ -123,7 +124,7 @@ def test_health_is_kept_for_status(store: DaemonStore) -> None:
 def test_receipts_are_awaited_for_what_went_through_the_service(store: DaemonStore) -> None:
     mid = store.edi2_accept(DOC, SID, 8300010, False, NOW).message_id
     copy = DeliverySpec("gp_copy", "edi2", "gp.xml", b"<x/>", "9100001", "gp-msgid")
-    routed(store, mid, APPREC_DESTINATION, (copy,))
+    routed(store, mid, "edi2_apprec", (copy,))
     (d,) = store.due_deliveries(NOW + timedelta(seconds=1), 10)
     store.edi2_sent(d.id, SID2, NOW)
     store.delivered([d.id], NOW)

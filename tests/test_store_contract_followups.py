@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from pfhjem_msg.errors import OperatorRefused
-from pfhjem_msg.followups import FollowupFacts, FollowupFilter
+from pfhjem_msg.followups import FollowupFacts, FollowupFilter, Phase
 from pfhjem_msg.store.base import Change, DeliverySpec, OperatorStore, Transition
 from tests.store_backends import StoreFactory
 
@@ -36,9 +36,16 @@ def _start(store: OperatorStore, body: bytes = b"<sp1/>", municipality: str = "F
     return _routed(store, body, FollowupFacts(municipality, patient, 1, anchor, "diagnosis", WINDOWS))
 
 
-def _reminder(fid: int, phase: str) -> DeliverySpec:
+def _reminder(fid: int, phase: Phase) -> DeliverySpec:
     return DeliverySpec(
-        f"followup:{fid}:{phase}", "hub", f"r-{fid}-{phase}.xml", b"<r/>", "8300010", f"r-{fid}-{phase}"
+        "reminder",
+        "hub",
+        f"r-{fid}-{phase}.xml",
+        b"<r/>",
+        "8300010",
+        f"r-{fid}-{phase}",
+        followup_id=fid,
+        phase=phase,
     )
 
 
@@ -95,8 +102,8 @@ def test_reminders_are_queued_once_and_cancelled_with_their_follow_up(store: Ope
     assert store.add_reminder(sp2.id, "open", _reminder(sp2.id, "open"), T0)
     assert not store.add_reminder(sp2.id, "open", _reminder(sp2.id, "open"), T0)
     assert store.followup(sp2.id).opened_reminder_at == T0  # type: ignore[union-attr]
-    assert [d.kind for d in store.deliveries(mid)] == [f"followup:{sp2.id}:open"]
-    assert [d.kind for d in store.due_deliveries(T0, 10)] == [f"followup:{sp2.id}:open"]
+    assert [d.slot for d in store.deliveries(mid)] == [("reminder", sp2.id, "open")]
+    assert [d.slot for d in store.due_deliveries(T0, 10)] == [("reminder", sp2.id, "open")]
     assert store.close_followup(sp2.id, "cancelled", "ola", "moved away", T0) == [sp2.id]
     assert {d.status for d in store.deliveries(mid)} == {"cancelled"}
     assert not store.add_reminder(sp2.id, "closing", _reminder(sp2.id, "closing"), T0)

@@ -16,9 +16,12 @@ import pytest
 
 from pfhjem_msg.config import effective, load
 from pfhjem_msg.errors import ConfigError, StoreError
+from pfhjem_msg.store.schema import MIGRATIONS
 from pfhjem_msg.store.url import masked
 from tests.conftest import ROOT, SAMPLES, write_config
 from tests.store_backends import PgServer
+
+VERSION = len(MIGRATIONS)
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +85,10 @@ def test_migrate_then_operator_commands_and_refusals(pg_server: PgServer, tmp_pa
     assert early.returncode == 2 and "store migrate" in early.stderr and "never-shown" not in early.stderr
     first = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "schema version 7 (was 0)" in first.stdout and "never-shown" not in first.stdout + first.stderr
+    assert (
+        f"schema version {VERSION} (was 0)" in first.stdout
+        and "never-shown" not in first.stdout + first.stderr
+    )
     again = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout
     listed = _cli("messages", "list", "--config", str(config), cwd=tmp_path)
@@ -124,7 +130,7 @@ def test_daemons_starting_at_once_migrate_once(pg_server: PgServer, tmp_path: Pa
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
     assert sum("(was 0)" in out for out, _ in outputs) == 1  # one migrated, the others found it done
-    assert _psql(url, "SELECT value FROM pfhjem_meta WHERE key = 'schema_version'") == [("7",)]
+    assert _psql(url, "SELECT value FROM pfhjem_meta WHERE key = 'schema_version'") == [(str(VERSION),)]
 
 
 _ACCEPT = """
@@ -228,6 +234,9 @@ def test_migrate_on_the_sqlite_store_reports_its_version(tmp_path: Path) -> None
     config = write_config(tmp_path)
     made = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    assert str(tmp_path / "var" / "pfhjem-msg.sqlite3") in made.stdout and "schema version 7" in made.stdout
+    assert (
+        str(tmp_path / "var" / "pfhjem-msg.sqlite3") in made.stdout
+        and f"schema version {VERSION}" in made.stdout
+    )
     again = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout

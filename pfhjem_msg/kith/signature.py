@@ -116,6 +116,28 @@ def verify(
     sigs = [c for c in kith_root if c.tag == f"{{{DSIG_NS}}}Signature"]
     if not sigs:
         return SignatureResult("absent")
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        return _verify_signatures(kith_root, sigs, trust_anchors, now, crl_dir, message_time)
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        # A certificate is parsed lazily: a field the sender made impossible (a version that
+        # does not exist, a key of an unknown kind, a malformed extension) surfaces only when
+        # it is read, as one of these. Any of them means the signature cannot be relied on.
+        return SignatureResult(
+            "invalid", f"a certificate in the signature cannot be used ({type(exc).__name__})", "S02"
+        )
+
+
+def _verify_signatures(
+    kith_root: etree._Element,
+    sigs: list[etree._Element],
+    trust_anchors: Path | None,
+    now: datetime | None,
+    crl_dir: Path | None,
+    message_time: datetime | None,
+) -> SignatureResult:
     if len(sigs) > 1:
         return SignatureResult(
             "invalid", f"the MsgHead carries {len(sigs)} signatures; one is allowed", "S01"

@@ -12,10 +12,16 @@ from datetime import date, datetime
 from typing import Literal, Protocol
 
 from pfhjem_msg.followups import Followup, FollowupFacts, FollowupFilter, Phase
-from pfhjem_msg.lifecycle import State
+from pfhjem_msg.lifecycle import (
+    DELIVERY_KINDS,
+    TRANSPORTS,
+    DeliveryKind,
+    State,
+    Transport,
+    describe_destination,
+)
 
-DeliveryKind = str
-"""``apprec``, ``case_unit``, ``default``, ``gp_copy``, or ``followup:<id>:<phase>`` (a reminder)."""
+__all__ = ["DeliveryKind", "Transport"]  # listed once, in ``lifecycle``; here for the store's users
 
 
 @dataclass(frozen=True)
@@ -65,14 +71,45 @@ class MessageRow:
     """The original bytes and payloads were deleted by retention."""
 
 
+class Addressed:
+    """Where a delivery goes, in typed columns; ``destination`` only shows it to a person."""
+
+    transport: Transport
+    target: str | None
+    kind: DeliveryKind
+    followup_id: int | None
+    phase: Phase | None
+
+    @property
+    def destination(self) -> str:
+        """``dir:/path``, ``smtp:address``, ``hub``, … for ``messages show`` and log lines."""
+        return describe_destination(self.transport, self.target)
+
+    @property
+    def slot(self) -> tuple[DeliveryKind, int | None, Phase | None]:
+        """What a message has at most one delivery of: its kind, and for a reminder its
+        follow-up and phase."""
+        return self.kind, self.followup_id, self.phase
+
+
+def check_slot(kind: DeliveryKind, followup_id: int | None, phase: Phase | None) -> None:
+    """A reminder names its follow-up and phase; nothing else does; every kind is one of the list."""
+    if kind not in DELIVERY_KINDS:
+        raise ValueError(f"{kind!r} is not a delivery kind; the kinds are {', '.join(DELIVERY_KINDS)}")
+    if (kind == "reminder") != (followup_id is not None and phase is not None) or (
+        kind != "reminder" and (followup_id is not None or phase is not None)
+    ):
+        raise ValueError(f"a {kind} delivery has follow-up {followup_id} and phase {phase}: "
+                         "a reminder needs both, any other kind neither")  # fmt: skip
+
+
 @dataclass(frozen=True)
-class DeliverySpec:
+class DeliverySpec(Addressed):
     """A side effect a routing decision asks for, with everything needed to perform it again
     identically: the bytes are built once, so a retry never sends something different."""
 
     kind: DeliveryKind
-    destination: str
-    """Transport and target, e.g. ``dir:/var/lib/pfhjem-msg/outbox`` or ``smtp:x@y``."""
+    transport: Transport
     filename: str
     payload: bytes
     her_id: str | None = None
@@ -80,14 +117,27 @@ class DeliverySpec:
     """The MsgId of what we send (AppRec Id or GP copy MsgId), for matching receipts."""
     original: bool = False
     """The payload is the message's stored original (a case-unit copy): stored once, not twice."""
+    target: str | None = None
+    """The directory (``dir``) or e-mail address (``smtp``); None for the other transports."""
+    followup_id: int | None = None
+    phase: Phase | None = None
+    """A reminder's follow-up and phase (kind ``reminder``); None for every other kind."""
+
+    def __post_init__(self) -> None:
+        check_slot(self.kind, self.followup_id, self.phase)
+        if self.transport not in TRANSPORTS:
+            raise ValueError(
+                f"{self.transport!r} is not a transport; the transports are {', '.join(TRANSPORTS)}"
+            )
 
 
 @dataclass(frozen=True)
-class DeliveryRow:
+class DeliveryRow(Addressed):
     id: int
     message_id: int
-    kind: str
-    destination: str
+    kind: DeliveryKind
+    transport: Transport
+    target: str | None
     filename: str
     payload: bytes
     her_id: str | None
@@ -95,6 +145,8 @@ class DeliveryRow:
     status: str
     attempts: int
     last_error: str | None
+    followup_id: int | None = None
+    phase: Phase | None = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +181,7 @@ class Receipt:
 @dataclass(frozen=True)
 class Change:
     """Everything processing one message decided, committed together: steps (an event
-    each), deliveries to add (once per kind), facts read, a receipt to record."""
+    each), deliveries to add (once per ``slot``), facts read, a receipt to record."""
 
     message_id: int
     steps: Sequence[Transition]
@@ -158,12 +210,13 @@ class MessageFilter:
 
 
 @dataclass(frozen=True)
-class DeliveryInfo:
+class DeliveryInfo(Addressed):
     """A delivery with everything an operator may ask about it (no payload)."""
 
     id: int
-    kind: str
-    destination: str
+    kind: DeliveryKind
+    transport: Transport
+    target: str | None
     filename: str
     her_id: str | None
     out_msg_id: str | None
@@ -178,6 +231,8 @@ class DeliveryInfo:
     receipt_overdue_at: datetime | None
     service_id: str | None = None
     """The message service's id for it, when it went through EDI 2.0."""
+    followup_id: int | None = None
+    phase: Phase | None = None
 
 
 @dataclass(frozen=True)
@@ -279,7 +334,7 @@ class Store(Protocol):
 
     def apply(self, changes: Sequence[Change], now: datetime) -> None:
         """Commit the changes of several messages in one transaction: for each, append an
-        event per step, add its deliveries (once per kind), record facts and receipt, reset
+        event per step, add its deliveries (once per ``slot``), record facts and receipt, reset
         the attempt count; a message whose deliveries are all done finishes at once."""
 
     def transition(

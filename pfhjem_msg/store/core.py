@@ -10,11 +10,14 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pfhjem_msg.errors import NoSuchMessage
+from pfhjem_msg.lifecycle import illegal_daemon_move
+from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import Accepted
 from pfhjem_msg.store.rows import ts
 from pfhjem_msg.store.sql import Backend, Db, Row
 
 T = TypeVar("T")
+log = get_logger("pfhjem_msg.store")
 
 
 class StoreCore:
@@ -105,6 +108,8 @@ class StoreCore:
         ).fetchone()
         if state != "routed" or left:
             return None
+        if self._refused(db, message_id, "routed", ["delivered", target], now):
+            return None
         at = ts(now)
         db.executemany(
             "INSERT INTO events(message_id, at, actor, from_state, to_state, reason) VALUES (?,?,?,?,?,?)",
@@ -122,3 +127,32 @@ class StoreCore:
         )
         db.execute("UPDATE messages SET state=?, updated_at=? WHERE id=?", (target, ts(now), message_id))
         return str(target)
+
+    def _refused(self, db: Db, message_id: int, current: str, targets: Sequence[str], now: datetime) -> bool:
+        """Whether the lifecycle refuses the daemon's moves from ``current`` through ``targets``.
+        A refused move is a bug: nothing of it is written, the error is logged with the message
+        id and both states, and the message is held for an operator (the daemon may hold any
+        message it still works on), with the move in its history; one it no longer works on
+        keeps its state and gets the note."""
+        move = illegal_daemon_move(current, targets)
+        if move is None:
+            return False
+        log.error("store.illegal_transition", message_id=message_id, from_state=move[0], to_state=move[1],
+                  state=current)  # fmt: skip
+        reason = (
+            f"the daemon would have moved this message from {move[0]} to {move[1]}, which the lifecycle "
+            "does not allow (a bug); nothing of that was written"
+        )
+        if illegal_daemon_move(current, ["held"]) is not None:
+            self._event(db, message_id, now, "daemon", None, None, reason)
+            return True
+        reason += (
+            f"; held for an operator: see `pfhjem-msg messages show {message_id}`, then release or discard it"
+        )
+        self._event(db, message_id, now, "daemon", current, "held", reason)
+        db.execute(
+            "UPDATE messages SET state='held', state_reason=?, attempts=0, next_attempt_at=NULL, updated_at=? "
+            "WHERE id=?",
+            (reason, ts(now), message_id),
+        )
+        return True

@@ -2,8 +2,8 @@
 ``Edi2IntakeStore`` (the exactly-once intake) asks: the service's id of what we sent through
 it, the sent messages whose receiver's AppRec is still to be read, and the intake's health.
 
-Our AppRec for a message that came over EDI 2.0 is a delivery with the destination
-``APPREC_DESTINATION``: the intake posts it (``POST /Messages/{id}/apprec/{herId}``),
+Our AppRec for a message that came over EDI 2.0 is a delivery with the transport
+``edi2_apprec``: the intake posts it (``POST /Messages/{id}/apprec/{herId}``),
 ``deliver_due`` never does."""
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from typing import Protocol
 
 from pfhjem_msg.edi2.intake import Edi2Health, Edi2IntakeStore
 from pfhjem_msg.store.base import DeliveryRow, OperatorStore
-from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION
 
-__all__ = ["APPREC_DESTINATION", "SEND_DESTINATION", "DaemonStore", "Edi2Store"]
-SEND_DESTINATION = "edi2"
-"""A document sent with ``POST /Messages`` to the delivery's HER-id."""
+__all__ = ["DaemonStore", "Edi2Store"]
 
 
 class Edi2Store(Edi2IntakeStore, Protocol):

@@ -4,8 +4,8 @@ posted → read, or held for an operator); the service's id of what we sent thro
 intake's health for ``status``.
 
 Every step is one transaction, so a crash leaves a service message at a step the intake can
-resume from. Our AppRec for a service message is an ordinary ``apprec`` delivery (destination
-``edi2:apprec``): its payload is what we decided, and posting it marks it delivered in the
+resume from. Our AppRec for a service message is an ordinary ``apprec`` delivery (transport
+``edi2_apprec``): its payload is what we decided, and posting it marks it delivered in the
 same transaction as the protocol's ``posted``.
 """
 
@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     # operator commands open the store without loading the HTTP and JWT libraries.
     from pfhjem_msg.edi2.answer import AppRecAnswer
     from pfhjem_msg.edi2.intake import Edi2Health, Edi2Record, _NoAppRec
-
-APPREC_DESTINATION = "edi2:apprec"
-"""The destination of an AppRec the intake posts for its service message (``store.edi2``)."""
 
 
 def _record(r: Row) -> Edi2Record:
@@ -100,7 +97,7 @@ class Edi2Queries(StoreCore):
         apprec = self._read(DELIVERY_SELECT + " WHERE d.message_id = ? AND d.kind = 'apprec'", (message_id,))
         if apprec:
             d = delivery_row(apprec[0])
-            if d.destination != APPREC_DESTINATION:
+            if d.transport != "edi2_apprec":
                 return NO_APPREC  # the same bytes came first another way, and were answered that way
             return AppRecAnswer.from_xml(d.payload)
         if state in PROCESSING or (state in WAITING and held_from is not None):

@@ -17,6 +17,7 @@ from pfhjem_msg.followups import SAME_EPISODE_DAYS, Followup, FollowupFacts, Fol
 from pfhjem_msg.lifecycle import closing_status, nearest_followup, same_episode_range
 from pfhjem_msg.store.base import DeliverySpec
 from pfhjem_msg.store.core import StoreCore
+from pfhjem_msg.store.delivery_columns import SLOT
 from pfhjem_msg.store.rows import parse_ts, ts
 from pfhjem_msg.store.sql import Db, Row
 
@@ -92,9 +93,9 @@ class FollowupQueries(StoreCore):
             db.execute("UPDATE followups SET status=?, closed_at=?, closed_by=?, note=? WHERE id=?",
                        (status, ts(now), f"message {message_id}", note, fid))  # fmt: skip
             db.execute(
-                "UPDATE deliveries SET status='cancelled', last_error=? WHERE message_id=? AND kind LIKE ? "
-                "AND status IN ('pending', 'failed')",
-                (f"follow-up {status}: {note}", source, f"followup:{fid}:%"),
+                "UPDATE deliveries SET status='cancelled', last_error=? WHERE message_id=? AND kind='reminder' "
+                "AND followup_id=? AND status IN ('pending', 'failed')",
+                (f"follow-up {status}: {note}", source, fid),
             )
             self._event(db, source, now, "daemon", None, None, f"follow-up {fid} {status}: {note}")
             closed.append(f"{fid} ({status})")
@@ -215,6 +216,9 @@ class FollowupQueries(StoreCore):
     # -- changing ---------------------------------------------------------------------------
 
     def add_reminder(self, followup_id: int, phase: Phase, spec: DeliverySpec, now: datetime) -> bool:
+        if spec.slot != ("reminder", followup_id, phase):
+            raise ValueError(f"reminder {followup_id} {phase} given a delivery for {spec.slot}")
+
         def work(db: Db) -> bool:
             row = db.execute(
                 "SELECT f.status, f.opened_reminder_at, f.closing_reminder_at, e.source_message_id, e.patient_id "
@@ -235,10 +239,11 @@ class FollowupQueries(StoreCore):
             if (phase == "open" and row[1]) or (phase != "open" and row[2]):
                 return False
             inserted = db.execute(
-                "INSERT INTO deliveries(message_id, kind, destination, filename, payload, her_id, out_msg_id, "
-                "next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(message_id, kind) DO NOTHING",
-                (row[3], spec.kind, spec.destination, spec.filename, spec.payload, spec.her_id, spec.out_msg_id,
-                 ts(now), ts(now)),
+                "INSERT INTO deliveries(message_id, kind, followup_id, phase, transport, target, filename, payload, "
+                f"her_id, out_msg_id, next_attempt_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                f"ON CONFLICT({SLOT}) DO NOTHING",
+                (row[3], "reminder", followup_id, phase, spec.transport, spec.target, spec.filename, spec.payload,
+                 spec.her_id, spec.out_msg_id, ts(now), ts(now)),
             ).rowcount  # fmt: skip
             column = "opened_reminder_at" if phase == "open" else "closing_reminder_at"
             db.execute(f"UPDATE followups SET {column} = ? WHERE id = ?", (ts(now), followup_id))
@@ -277,9 +282,9 @@ class FollowupQueries(StoreCore):
                 db.execute("UPDATE followups SET status=?, closed_at=?, closed_by=?, note=? WHERE id=?",
                            (status, ts(now), actor, note, fid))  # fmt: skip
                 db.execute(
-                    "UPDATE deliveries SET status='cancelled', last_error=? WHERE message_id=? AND kind LIKE ? "
-                    "AND status IN ('pending', 'failed')",
-                    (f"follow-up {status} by {actor}", row[1], f"followup:{fid}:%"),
+                    "UPDATE deliveries SET status='cancelled', last_error=? WHERE message_id=? AND kind='reminder' "
+                    "AND followup_id=? AND status IN ('pending', 'failed')",
+                    (f"follow-up {status} by {actor}", row[1], fid),
                 )
                 self._event(db, row[1], now, actor, None, None, f"follow-up {fid} {status}: {note}")
                 self._audit(db, actor, f"follow-up {fid} {status}", row[1], note, now)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pfhjem_msg.errors import NoSuchMessage, StoreError
-from pfhjem_msg.lifecycle import NOT_SENDING, PROCESSING, REMINDER_PREFIX, SENT_WHILE_HELD, WAITING, State
+from pfhjem_msg.lifecycle import POSTED_BY_INTAKE, PROCESSING, State, may_send_sql
 from pfhjem_msg.store.base import (
     Accepted,
     Change,
@@ -21,22 +21,17 @@ from pfhjem_msg.store.base import (
     RefusedReason,
     Transition,
 )
-from pfhjem_msg.store.edi2_queries import APPREC_DESTINATION, Edi2Queries
+from pfhjem_msg.store.delivery_columns import SLOT
+from pfhjem_msg.store.edi2_queries import Edi2Queries
 from pfhjem_msg.store.followup_queries import FollowupQueries
 from pfhjem_msg.store.operator_queries import OperatorQueries
 from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, ts
 from pfhjem_msg.store.sql import Db
 
-
-def _quoted(values: frozenset[str]) -> str:
-    return ",".join(f"'{v}'" for v in sorted(values))
-
-
-_MAY_SEND = (
-    f"(m.state NOT IN ({_quoted(NOT_SENDING)}) OR (m.state IN ({_quoted(WAITING)}) "
-    f"AND (d.kind IN ({_quoted(SENT_WHILE_HELD)}) OR d.kind LIKE '{REMINDER_PREFIX}%')))"
-)
+_MAY_SEND = may_send_sql("m.state", "d.kind")
 """``lifecycle.may_send`` as a filter, so the LIMIT counts only deliveries that may go out."""
+_SENT_HERE = "d.transport NOT IN ({})".format(",".join(f"'{t}'" for t in sorted(POSTED_BY_INTAKE)))
+"""Our AppRec for a message that came over EDI 2.0 is posted by the intake, never by ``deliver_due``."""
 
 
 class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
@@ -136,6 +131,8 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
             raise NoSuchMessage(c.message_id)
         if row[0] not in PROCESSING:
             return  # an operator held or discarded it while it was being drafted: they decide
+        if self._refused(db, c.message_id, row[0], [s.to_state for s in c.steps], now):
+            return
         if c.receipt is not None:
             self._receipt(db, c.receipt, now)
         state, redraft = row
@@ -151,7 +148,7 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
         # Replayed from the start: what was not delivered is replaced by the new draft (the
         # configuration may have changed); what was delivered stays as it was.
         conflict = (
-            "ON CONFLICT(message_id, kind) DO UPDATE SET destination=excluded.destination, "
+            f"ON CONFLICT({SLOT}) DO UPDATE SET transport=excluded.transport, target=excluded.target, "
             "filename=excluded.filename, payload=excluded.payload, her_id=excluded.her_id, "
             "out_msg_id=excluded.out_msg_id, original=excluded.original, status='pending', attempts=0, "
             "next_attempt_at=excluded.next_attempt_at, created_at=excluded.created_at, receipt_status=NULL, receipt_errors=NULL, "
@@ -159,16 +156,20 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
             "WHERE deliveries.status != 'delivered' OR "
             "(deliveries.kind = 'gp_copy' AND deliveries.receipt_status NOT IN ('1'))"
             if redraft
-            else "ON CONFLICT(message_id, kind) DO NOTHING"
+            else f"ON CONFLICT({SLOT}) DO NOTHING"
         )
         db.executemany(
-            "INSERT INTO deliveries(message_id, kind, destination, filename, payload, her_id, "
-            "out_msg_id, next_attempt_at, created_at, original) VALUES (?,?,?,?,?,?,?,?,?,?) " + conflict,
+            "INSERT INTO deliveries(message_id, kind, followup_id, phase, transport, target, filename, payload, "
+            "her_id, out_msg_id, next_attempt_at, created_at, original) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            + conflict,
             [
                 (
                     c.message_id,
                     d.kind,
-                    d.destination,
+                    d.followup_id,
+                    d.phase,
+                    d.transport,
+                    d.target,
                     d.filename,
                     b"" if d.original else d.payload,
                     d.her_id,
@@ -224,9 +225,9 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
     def due_deliveries(self, now: datetime, limit: int) -> list[DeliveryRow]:
         rows = self._read(
             DELIVERY_SELECT + " "
-            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.destination != ? "
+            f"WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND {_SENT_HERE} "
             f"AND {_MAY_SEND} ORDER BY d.next_attempt_at, d.id LIMIT ?",
-            (ts(now), APPREC_DESTINATION, limit),
+            (ts(now), limit),
         )
         return [delivery_row(r) for r in rows]
 
@@ -269,6 +270,11 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
                        (error, delivery_id))  # fmt: skip
             state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
             reason = f"the {kind} delivery failed for good: {error}"
+            if state == "failed":  # failed already (another delivery): a note, not a move
+                self._event(db, message_id, now, "daemon", None, None, reason)
+                return
+            if self._refused(db, message_id, state, ["failed"], now):
+                return
             self._event(db, message_id, now, "daemon", state, "failed", reason)
             db.execute("UPDATE messages SET state='failed', state_reason=?, updated_at=? WHERE id=?",
                        (reason, ts(now), message_id))  # fmt: skip
@@ -300,6 +306,11 @@ class SqlStore(OperatorQueries, FollowupQueries, Edi2Queries):
                 "SELECT message_id FROM deliveries WHERE id=?", (r.delivery_id,)
             ).fetchone()[0]
             state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
+            if state in ("held", "failed"):  # a person must look at it already: a note, not a move
+                self._event(db, message_id, now, "daemon", None, None, r.hold_reason)
+                return
+            if self._refused(db, message_id, state, ["held"], now):
+                return
             self._event(db, message_id, now, "daemon", state, "held", r.hold_reason)
             db.execute("UPDATE messages SET state='held', state_reason=?, updated_at=? WHERE id=?",
                        (r.hold_reason, ts(now), message_id))  # fmt: skip

@@ -70,7 +70,7 @@ class OperatorQueries(StoreCore):
 
     def delivery_info(self, message_id: int) -> list[DeliveryInfo]:
         rows = self._read(
-            "SELECT id, kind, destination, filename, her_id, out_msg_id, status, attempts, last_error, "
+            "SELECT id, kind, followup_id, phase, transport, target, filename, her_id, out_msg_id, status, attempts, last_error, "
             "next_attempt_at, delivered_at, receipt_status, receipt_errors, receipt_at, receipt_overdue_at, "
             "service_id FROM deliveries WHERE message_id = ? ORDER BY id",
             (message_id,),
@@ -317,8 +317,8 @@ class OperatorQueries(StoreCore):
 
 def _delivery_info(r: Row) -> DeliveryInfo:
     return DeliveryInfo(
-        r["id"], r["kind"], r["destination"], r["filename"], r["her_id"], r["out_msg_id"], r["status"],
-        r["attempts"], r["last_error"], parse_ts(r["next_attempt_at"]), parse_ts(r["delivered_at"]),
+        r["id"], r["kind"], r["transport"], r["target"], r["filename"], r["her_id"], r["out_msg_id"],
+        r["status"], r["attempts"], r["last_error"], parse_ts(r["next_attempt_at"]), parse_ts(r["delivered_at"]),
         r["receipt_status"], r["receipt_errors"], parse_ts(r["receipt_at"]), parse_ts(r["receipt_overdue_at"]),
-        r["service_id"],
+        r["service_id"], r["followup_id"], r["phase"],
     )  # fmt: skip

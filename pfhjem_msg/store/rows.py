@@ -33,7 +33,8 @@ def message_row(r: Row) -> MessageRow:
 
 
 DELIVERY_SELECT = (
-    "SELECT d.id, d.message_id, d.kind, d.destination, d.filename, d.her_id, d.out_msg_id, d.status, "
+    "SELECT d.id, d.message_id, d.kind, d.followup_id, d.phase, d.transport, d.target, d.filename, d.her_id, "
+    "d.out_msg_id, d.status, "
     "d.attempts, d.last_error, CASE WHEN d.original = 1 THEN r.bytes ELSE d.payload END AS payload "
     "FROM deliveries d JOIN messages m ON m.id = d.message_id JOIN raw r ON r.id = m.raw_id"
 )
@@ -42,8 +43,9 @@ DELIVERY_SELECT = (
 
 def delivery_row(r: Row) -> DeliveryRow:
     return DeliveryRow(
-        r["id"], r["message_id"], r["kind"], r["destination"], r["filename"], bytes(r["payload"] or b""),
-        r["her_id"], r["out_msg_id"], r["status"], r["attempts"], r["last_error"],
+        r["id"], r["message_id"], r["kind"], r["transport"], r["target"], r["filename"],
+        bytes(r["payload"] or b""), r["her_id"], r["out_msg_id"], r["status"], r["attempts"], r["last_error"],
+        r["followup_id"], r["phase"],
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import TypeAlias
 
+from pfhjem_msg.store.delivery_columns import typed_deliveries
 from pfhjem_msg.store.sql import Db
 
 Step: TypeAlias = "str | Callable[[Db], None]"
@@ -184,6 +185,9 @@ MIGRATIONS: list[Step] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 8: deliveries in typed columns (kind, follow-up id and phase, transport, target) instead
+    # of strings, unique per message by kind, follow-up and phase
+    typed_deliveries,
 ]
 
 
