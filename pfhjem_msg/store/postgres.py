@@ -13,11 +13,12 @@ they do in SQLite, whatever the database's locale.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -320,6 +321,7 @@ class PostgresBackend:
         self.where = masked(url)
         self._secrets = secrets_in(url)
         self.health = Health(self.where)
+        self.pool_size = pool_size
         self.schema = "public"
         """Where the store's tables are (``_why_not`` finds it before the pool opens)."""
         self._pool = ConnectionPool(
@@ -327,7 +329,6 @@ class PostgresBackend:
             min_size=1,
             max_size=pool_size,
             kwargs=self._connection_kwargs(),
-            check=ConnectionPool.check_connection,
             configure=self._configure,
             open=False,
             name="pfhjem-store",
@@ -481,8 +482,23 @@ class PostgresBackend:
         self.health.worked()
         return rows
 
-    def _connection(self) -> Any:
-        return self._pool.connection(timeout=WAIT_WHILE_DOWN if self.health.down else WAIT_FOR_CONNECTION)
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection that answered a ping just now. A dead one (the server killed
+        it, restarted, failed over) is handed back, which drops it and starts a new one, and
+        the next is tried at once: the pool's own check would sleep a growing back-off between
+        tries, and under repeated kills every connection waiting that long is dead again."""
+        timeout = WAIT_WHILE_DOWN if self.health.down else WAIT_FOR_CONNECTION
+        for attempt in range(self.pool_size + 1):
+            with self._pool.connection(timeout=timeout) as conn:
+                try:
+                    ConnectionPool.check_connection(conn)
+                except psycopg.OperationalError:
+                    if attempt == self.pool_size:
+                        raise
+                    continue
+                yield conn
+                return
 
     def _failed(self, exc: PoolTimeout | psycopg.Error, began: float) -> StoreError:
         """The error to raise (its cause is dropped: psycopg's text may quote the URL or row
