@@ -195,3 +195,26 @@ def test_the_last_deliveries_done_at_once_finish_the_message(backend: StoreFacto
         t.join()
     assert sorted(finished) == [(mid, "done") for mid in mids]  # each finished once, none left routed
     assert stores[0].counts() == {"done": 40}
+
+
+def test_a_redraft_without_deliveries_commits_and_cancels_what_was_not_delivered(
+    backend: StoreFactory,
+) -> None:
+    """A message replayed from the start whose new draft has no deliveries (the replayed AppRec
+    dropped by "no second AppRec", an incoming AppRec, the attempts limit's bare "failed")
+    must not fail the batch (``kind NOT IN ()`` is an error on PostgreSQL), and what was
+    not delivered is cancelled, as on SQLite."""
+    store = backend()
+    rejected = [Transition("parsed", "p"), Transition("rejected", "r")]
+    apprec = DeliverySpec("apprec", "hub", "apprec-1.xml", b"<apprec/>", None, "A1")
+    later = T0 + timedelta(minutes=5)
+    replayed = store.accept(b"<m>1</m>", "spool:x", T0).message_id
+    other = store.accept(b"<m>2</m>", "spool:x", T0).message_id
+    store.transition(replayed, rejected, T0, deliveries=[apprec])
+    store.operator_transition(replayed, allowed=frozenset({"rejected"}), to_state="received", actor="op",
+                              reason="replay from the start", now=T0, redraft=True)  # fmt: skip
+    store.apply([Change(replayed, rejected), Change(other, [Transition("failed", "crashed 3 times")])], later)
+    row, neighbour = store.message(replayed), store.message(other)
+    assert row is not None and row.state == "rejected"
+    assert neighbour is not None and neighbour.state == "failed"
+    assert [d.status for d in store.deliveries(replayed)] == ["cancelled"]

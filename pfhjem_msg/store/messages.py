@@ -183,10 +183,12 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
             ],
         )
         if redraft:
+            # No new deliveries: every one not delivered goes (PostgreSQL refuses ``NOT IN ()``).
             kinds = [d.kind for d in c.deliveries]
+            still_due = f" AND kind NOT IN ({marks(kinds)})" if kinds else ""
             db.execute(
                 "UPDATE deliveries SET status='cancelled', last_error='no longer due after the replay' "
-                f"WHERE message_id=? AND status != 'delivered' AND kind NOT IN ({marks(kinds)})",
+                f"WHERE message_id=? AND status != 'delivered'{still_due}",
                 (c.message_id, *kinds),
             )
             db.execute("UPDATE messages SET redraft=0 WHERE id=?", (c.message_id,))
