@@ -288,9 +288,13 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
                         owner: str | None = None) -> None:  # fmt: skip
         def work(db: Db) -> None:
             row = db.execute("SELECT message_id, kind FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
-            if row is None or not self._held_deliveries(db, [delivery_id], owner):
+            if row is None:
                 return
             message_id, kind = row
+            # The message's row first, as an operator's move locks it (then its deliveries).
+            state = self._locked_state(db, message_id)
+            if not self._held_deliveries(db, [delivery_id], owner):
+                return
             if retry_at is not None:
                 db.execute(
                     "UPDATE deliveries SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
@@ -299,7 +303,6 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
                 return
             db.execute("UPDATE deliveries SET status='failed', attempts=attempts+1, last_error=? WHERE id=?",
                        (error, delivery_id))  # fmt: skip
-            state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
             reason = f"the {kind} delivery failed for good: {error}"
             if state == "failed":  # failed already (another delivery): a note, not a move
                 self._event(db, message_id, now, "daemon", None, None, reason)
@@ -330,13 +333,14 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
         self._tx(lambda db: self._receipt(db, Receipt(delivery_id, status, errors, hold_reason), now))
 
     def _receipt(self, db: Db, r: Receipt, now: datetime) -> None:
-        db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
-                   (r.status, r.errors, ts(now), r.delivery_id))  # fmt: skip
-        if r.hold_reason:
+        if r.hold_reason:  # the message's row first, as an operator's move locks it
             message_id = db.execute(
                 "SELECT message_id FROM deliveries WHERE id=?", (r.delivery_id,)
             ).fetchone()[0]
-            state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
+            state = self._locked_state(db, message_id)
+        db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
+                   (r.status, r.errors, ts(now), r.delivery_id))  # fmt: skip
+        if r.hold_reason:
             if state in ("held", "failed"):  # a person must look at it already: a note, not a move
                 self._event(db, message_id, now, "daemon", None, None, r.hold_reason)
                 return
@@ -345,6 +349,17 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
             self._event(db, message_id, now, "daemon", state, "held", r.hold_reason)
             db.execute("UPDATE messages SET state='held', state_reason=?, updated_at=? WHERE id=?",
                        (r.hold_reason, ts(now), message_id))  # fmt: skip
+
+    @staticmethod
+    def _locked_state(db: Db, message_id: int) -> str:
+        """The message's state, its row locked until the commit: on PostgreSQL an operator's
+        move committed meanwhile is what the daemon's move is checked against, and is not
+        written over (SQLite's writers take turns)."""
+        return str(
+            db.execute(
+                "SELECT state FROM messages WHERE id=?" + db.dialect.for_update, (message_id,)
+            ).fetchone()[0]
+        )
 
     def overdue_receipts(self, before: datetime) -> list[DeliveryRow]:
         rows = self._read(
