@@ -218,3 +218,12 @@ def test_a_redraft_without_deliveries_commits_and_cancels_what_was_not_delivered
     assert row is not None and row.state == "rejected"
     assert neighbour is not None and neighbour.state == "failed"
     assert [d.status for d in store.deliveries(replayed)] == ["cancelled"]
+
+
+def test_a_duplicate_without_sender_her_id_is_found_and_only_by_a_missing_one(store: Store) -> None:
+    """The sender's HER-id compares null-safely (SQLite's ``IS``, PostgreSQL's ``IS NOT
+    DISTINCT FROM``): a message without one is the duplicate of another without one."""
+    a = store.accept(b"<m>a</m>", "t", T0).message_id
+    store.apply([Change(a, [Transition("parsed", "p")], facts=Facts("X", "T", None, "2", True))], T0)
+    b = store.accept(b"<m>b</m>", "t", T0).message_id
+    assert store.find_duplicate(b, "X", None) == a and store.find_duplicate(b, "X", "1") is None

@@ -54,7 +54,7 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
         def work(db: Db) -> int:
             row = db.execute(
                 "SELECT id FROM refused WHERE acknowledged_at IS NULL AND source = ? AND name = ? AND reason = ? "
-                "AND size IS NOT DISTINCT FROM ?",
+                f"AND size {db.dialect.same} ?",
                 (source, name, reason, size),
             ).fetchone()
             if row is not None:
@@ -107,7 +107,8 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
 
     def find_duplicate(self, message_id: int, msg_id: str, sender_her: str | None) -> int | None:
         rows = self._read(
-            "SELECT id FROM messages WHERE msg_id = ? AND sender_her IS NOT DISTINCT FROM ? AND id < ? AND state != 'discarded' "
+            f"SELECT id FROM messages WHERE msg_id = ? AND sender_her {self._backend.dialect.same} ? AND id < ? "
+            "AND state != 'discarded' "
             "ORDER BY id LIMIT 1",
             (msg_id, sender_her, message_id),
         )
