@@ -257,3 +257,25 @@ def test_a_receipt_does_not_undo_an_operators_discard_on_postgresql(pg_server: P
     finally:
         daemon.close()
         operator.close()
+
+
+def test_deliveries_are_claimed_durably_before_they_are_sent(backend: StoreFactory) -> None:
+    """Processing commits non-durably; what ``claim_deliveries`` returns is sent next. Its
+    durable commit flushes the log with the draft before it (one log, written in order), so a
+    power loss after an AppRec went out cannot bring the message back to be drafted again
+    with another AppRec Id: an AppRec goes out exactly once."""
+    store = backend()
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    store.apply([_routed(mid)], T0, owner=None)
+    run = store._backend.run  # type: ignore[attr-defined]
+    seen: list[tuple[str, bool]] = []
+
+    def recording(work: object, durable: bool = True) -> object:
+        result = run(work, durable)
+        seen.append((getattr(work, "__qualname__", ""), durable))
+        return result
+
+    store._backend.run = recording  # type: ignore[attr-defined]
+    claimed = store.claim_deliveries(A, T0, T0 + LEASE, 10)
+    assert [d.kind for d in claimed] == ["apprec"]
+    assert seen == [("SqlStore.claim_deliveries.<locals>.work", True)]

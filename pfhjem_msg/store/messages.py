@@ -259,7 +259,11 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
             order = {i: n for n, i in enumerate(ids)}
             return sorted(out, key=lambda d: order[d.id])
 
-        return self._tx(work, durable=False)
+        # Durable, because what it returns is sent next: a durable commit flushes the log up to
+        # it, with the processing steps committed non-durably before (SQLite's WAL is one file
+        # written in order; PostgreSQL's WAL too), so after a power loss a message whose AppRec
+        # went out is not drafted again with a new AppRec Id: its delivery is still there.
+        return self._tx(work, durable=True)
 
     def deliveries(self, message_id: int) -> list[DeliveryRow]:
         rows = self._read(DELIVERY_SELECT + " WHERE d.message_id = ? ORDER BY d.id", (message_id,))
