@@ -313,3 +313,17 @@ def test_copy_refuses_a_file_whose_column_names_are_crafted(pg_server: PgServer,
     assert _psql(url, "SELECT to_regclass('events') IS NOT NULL, (SELECT count(*) FROM messages)") == [
         (True, 0)
     ]
+
+
+def test_a_deadlock_is_a_conflict_to_retry_not_an_outage() -> None:
+    """The server aborting one of two conflicting transactions says nothing about its health:
+    no "cannot be reached", no exit 75 back-off, a StoreError that says to try again."""
+    import psycopg.errors as pg_errors
+
+    from pfhjem_msg.errors import StoreError, StoreUnavailable
+    from pfhjem_msg.store.postgres import _failure
+
+    for error in (pg_errors.DeadlockDetected("deadlock detected"), pg_errors.SerializationFailure("x")):
+        failure = _failure("postgresql://u@h/db", error, lambda text: text)
+        assert isinstance(failure, StoreError) and not isinstance(failure, StoreUnavailable)
+        assert "try again" in str(failure) and "cannot be reached" not in str(failure)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pfhjem_msg.lifecycle import IllegalTransition
 from pfhjem_msg.store.base import Change, DeliverySpec, Transition
 from pfhjem_msg.store.edi2 import DaemonStore
 from pfhjem_msg.store.sqlite import SqliteStore
@@ -279,3 +280,52 @@ def test_deliveries_are_claimed_durably_before_they_are_sent(backend: StoreFacto
     claimed = store.claim_deliveries(A, T0, T0 + LEASE, 10)
     assert [d.kind for d in claimed] == ["apprec"]
     assert seen == [("SqlStore.claim_deliveries.<locals>.work", True)]
+
+
+def test_delivered_and_an_operators_move_at_once_do_not_deadlock_on_postgresql(pg_server: PgServer) -> None:
+    """The daemon marks a message's last delivery done while an operator discards the message
+    (which locks the message, then its pending deliveries). Both lock the message first, so one
+    waits for the other; deliveries first would deadlock, and PostgreSQL would abort one."""
+    from pfhjem_msg.store.postgres import PostgresStore
+
+    url = pg_server.fresh()
+    daemon, operator = PostgresStore(url), PostgresStore(url)
+    later = T0 + timedelta(minutes=5)
+    errors: list[BaseException] = []
+    try:
+        mid = daemon.accept(b"<m>4</m>", "spool:x", T0).message_id
+        apprec = DeliverySpec("apprec", "hub", "apprec.xml", b"<apprec/>", None, "A4")
+        case = DeliverySpec("case_unit", "dir", "case.xml", b"<case/>", target="/srv/cases")
+        daemon.transition(mid, [Transition("parsed", "p"), Transition("classified", "c"), Transition("routed", "r")],
+                          T0, deliveries=[apprec, case])  # fmt: skip
+        ids = [d.id for d in daemon.deliveries(mid)]
+
+        def discard() -> None:
+            try:
+                operator.operator_transition(mid, allowed=frozenset({"routed", "done"}), to_state="discarded",
+                                             actor="op", reason="sent to us by mistake", now=later,
+                                             cancel_pending=True)  # fmt: skip
+            except BaseException as exc:
+                errors.append(exc)
+
+        mover = threading.Thread(target=discard)
+        finish = daemon._finish_if_delivered  # type: ignore[attr-defined]
+
+        def operator_moves_meanwhile(*args: object, **kwargs: object) -> object:
+            if not mover.is_alive() and mover.ident is None:
+                mover.start()  # the daemon has marked the deliveries, not yet committed
+                _wait_for_a_lock_wait(url)
+            return finish(*args, **kwargs)
+
+        daemon._finish_if_delivered = operator_moves_meanwhile  # type: ignore[attr-defined]
+        finished = daemon.delivered(ids, later)
+        mover.join()
+        # The operator waited for the daemon, then found the message done: a refusal that says
+        # so, not a store failure (a deadlock aborted by the server would be a StoreError).
+        assert [type(e) for e in errors] == [IllegalTransition], [type(e).__name__ for e in errors]
+        assert finished == [(mid, "done")]
+        row = daemon.message(mid)
+        assert row is not None and row.state == "done"
+    finally:
+        daemon.close()
+        operator.close()

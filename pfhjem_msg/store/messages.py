@@ -272,6 +272,14 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
     def delivered(self, delivery_ids: Sequence[int], now: datetime,
                   owner: str | None = None) -> list[tuple[int, str]]:  # fmt: skip
         def work(db: Db) -> list[tuple[int, str]]:
+            # The messages' rows first, in id order, as an operator's move locks the message and
+            # then its deliveries: deliveries first would deadlock with it on PostgreSQL.
+            for part in chunks(delivery_ids):
+                db.execute(
+                    "SELECT id FROM messages WHERE id IN (SELECT message_id FROM deliveries "
+                    f"WHERE id IN ({marks(part)})) ORDER BY id{db.dialect.for_update}",
+                    part,
+                ).fetchall()
             touched: set[int] = set()
             for part in chunks(self._held_deliveries(db, delivery_ids, owner)):
                 rows = db.execute(

@@ -186,6 +186,13 @@ def _failure(where: str, exc: PoolTimeout | psycopg.Error, scrub: Callable[[str]
             "the rows (an operator's open psql transaction?) or the server is overloaded; "
             "the daemon tries again by itself; see pg_stat_activity"
         )
+    if isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+        # The server rolled this transaction back to let another go on: nothing was written,
+        # the server is well, and the same work done again succeeds.
+        return StoreError(
+            f"the store {where} rolled back a transaction that conflicted with another session's "
+            f"(SQLSTATE {exc.sqlstate}); nothing was written: try again"
+        )
     if isinstance(exc, psycopg.OperationalError):
         return StoreUnavailable(
             f"the store {where} cannot be reached ({_primary(exc, scrub)}); check that PostgreSQL runs "
@@ -510,6 +517,8 @@ class PostgresBackend:
             self.health.failed("down", "no working connection: the server does not answer, or refuses", began)
         elif isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
             self.health.failed("busy", _primary(exc, self.scrub), began)
+        elif isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+            pass  # the server is well: a conflict, not an outage
         elif isinstance(exc, psycopg.OperationalError):
             self.health.failed("lost", _primary(exc, self.scrub), began)
         return error
