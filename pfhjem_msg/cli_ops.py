@@ -50,6 +50,18 @@ def parse_time(value: str) -> datetime:
     return (moment if moment.tzinfo else moment.replace(tzinfo=OSLO)).astimezone(UTC)
 
 
+def count(value: str) -> int:
+    """A ``--limit``: a whole number, 0 or more (SQLite took -1 as "no limit", PostgreSQL
+    refuses it: one meaning on both, said at the command line)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count: give a whole number, 0 or more")
+    return n
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
     return load(find_config(args.config))
 
@@ -421,7 +433,7 @@ def add_commands(sub: Any) -> None:
     ls = msub.add_parser("list", help="list messages, newest first")
     config_option(ls)
     _filters(ls)
-    ls.add_argument("--limit", type=int, default=100, metavar="N", help="at most N (default 100)")
+    ls.add_argument("--limit", type=count, default=100, metavar="N", help="at most N (default 100)")
     ls.add_argument("--json", action="store_true", help=JSON_HELP)
     ls.add_argument("--show-patient", action="store_true", help="show name and national id (audited)")
     ls.set_defaults(func=with_store(cmd_list))
@@ -439,7 +451,7 @@ def add_commands(sub: Any) -> None:
     rp.add_argument("ids", nargs="*", metavar="ID", help="our message ids or MsgIds")
     _filters(rp)
     rp.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="at most N messages of a bulk replay"
+        "--limit", type=count, default=None, metavar="N", help="at most N messages of a bulk replay"
     )
     rp.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
     rp.add_argument(
@@ -470,7 +482,7 @@ def add_commands(sub: Any) -> None:
     config_option(a)
     a.add_argument("--since", type=parse_time, metavar="T",
                    help=f"entries at or after T: 2026-11-22, 2026-11-22T08:00 ({TIME_ZONE_HELP}), or an age: 7d")  # fmt: skip
-    a.add_argument("--limit", type=int, default=None, metavar="N", help="at most N entries, oldest first")
+    a.add_argument("--limit", type=count, default=None, metavar="N", help="at most N entries, oldest first")
     a.add_argument("--json", action="store_true", help=JSON_HELP)
     a.set_defaults(func=with_store(cmd_audit))
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from pfhjem_msg import metrics, notify
 from pfhjem_msg.config import Settings, load
-from pfhjem_msg.errors import ConfigError, PfhjemError
+from pfhjem_msg.errors import ConfigError, PfhjemError, StoreUnavailable
 from pfhjem_msg.followups import local_date
 from pfhjem_msg.intake.spool import Spool
 from pfhjem_msg.lease import Lease, daemon_id
@@ -354,6 +354,8 @@ class Daemon:
         def run() -> None:
             try:
                 job()
+            except StoreUnavailable:
+                pass  # the store logged it once; the job runs again at its next turn
             except Exception as exc:
                 log.error("daemon.job_failed", job=getattr(job, "__name__", "?"), error=type(exc).__name__,
                           detail=str(exc)[:200])  # fmt: skip
@@ -458,7 +460,9 @@ class Daemon:
                     await loop.run_in_executor(worker, self.run_due_jobs)
                 try:
                     busy = await loop.run_in_executor(worker, self._timed_round)
-                except Exception as exc:  # the store is down or similar: keep serving, log, wait
+                except StoreUnavailable:  # the store logged it once, and backs off: wait
+                    busy = 0
+                except Exception as exc:  # keep serving, log, wait
                     log.error("daemon.round_failed", error=type(exc).__name__, detail=str(exc)[:200])
                     busy = 0
                 if busy:

@@ -46,6 +46,12 @@ smtp_refused = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+store_available = Gauge(
+    "pfhjem_store_available",
+    "1 while the store answers, 0 while it cannot be reached (nothing is acknowledged meanwhile)",
+    registry=REGISTRY,
+)
+store_available.set(1)  # the daemon serves only once its store has opened
 messages = Gauge("pfhjem_messages", "Messages in the store by state", ["state"], registry=REGISTRY)
 delivery_attempts = Counter(
     "pfhjem_delivery_attempts_total", "Delivery attempts", ["transport", "kind"], registry=REGISTRY

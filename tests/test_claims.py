@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pfhjem_msg.lifecycle import IllegalTransition
 from pfhjem_msg.store.base import Change, DeliverySpec, Transition
 from pfhjem_msg.store.edi2 import DaemonStore
 from pfhjem_msg.store.sqlite import SqliteStore
@@ -201,3 +202,130 @@ def test_a_sqlite_daemon_resumes_a_dead_daemons_claimed_message_at_once(tmp_path
     row = db.message(mid)
     db.close()
     assert row is not None and row.state == "done"
+
+
+def _wait_for_a_lock_wait(url: str) -> None:
+    """Until some transaction on the database waits for a row lock (the daemon's, behind the
+    operator's uncommitted move): the order the test needs, not a time it asserts."""
+    import time
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for _ in range(3000):
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row is not None and row[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError("the daemon's transaction never waited for the operator's")
+
+
+def test_a_receipt_does_not_undo_an_operators_discard_on_postgresql(pg_server: PgServer) -> None:
+    """On PostgreSQL (READ COMMITTED) a GP's negative receipt that reads the message's state
+    while an operator discards it must not write ``held`` over the discard (discarded -> held
+    is no daemon move): the state is read locked, and checked as the operator left it."""
+    from pfhjem_msg.store.postgres import PostgresStore
+
+    url = pg_server.fresh()
+    daemon, operator = PostgresStore(url), PostgresStore(url)
+    later = T0 + timedelta(minutes=5)
+    try:
+        mid = daemon.accept(b"<m>3</m>", "spool:x", T0).message_id
+        copy = DeliverySpec("gp_copy", "hub", "gp.xml", b"<copy/>", "123", "G1")
+        case = DeliverySpec("case_unit", "dir", "case.xml", b"<case/>", target="/srv/cases")
+        daemon.transition(mid, [Transition("parsed", "p"), Transition("classified", "c"), Transition("routed", "r")],
+                          T0, deliveries=[copy, case])  # fmt: skip
+        gp = next(d.id for d in daemon.deliveries(mid) if d.kind == "gp_copy")
+        daemon.delivered([gp], T0)
+        receipt = threading.Thread(
+            target=daemon.record_receipt, args=(gp, "2", "E10", later, "the GP's system rejected the copy")
+        )
+        audit = operator._audit
+
+        def receipt_arrives_meanwhile(*args: object, **kwargs: object) -> None:
+            receipt.start()  # the operator's move is written, not committed
+            _wait_for_a_lock_wait(url)
+            audit(*args, **kwargs)  # type: ignore[arg-type]
+
+        operator._audit = receipt_arrives_meanwhile  # type: ignore[method-assign]
+        operator.operator_transition(mid, allowed=frozenset({"routed"}), to_state="discarded", actor="op",
+                                     reason="sent to us by mistake", now=later, cancel_pending=True)  # fmt: skip
+        receipt.join()
+        row = daemon.message(mid)
+        assert row is not None and row.state == "discarded", "the operator's discard was undone"
+    finally:
+        daemon.close()
+        operator.close()
+
+
+def test_deliveries_are_claimed_durably_before_they_are_sent(backend: StoreFactory) -> None:
+    """Processing commits non-durably; what ``claim_deliveries`` returns is sent next. Its
+    durable commit flushes the log with the draft before it (one log, written in order), so a
+    power loss after an AppRec went out cannot bring the message back to be drafted again
+    with another AppRec Id: an AppRec goes out exactly once."""
+    store = backend()
+    mid = store.accept(b"<m/>", "t", T0).message_id
+    store.apply([_routed(mid)], T0, owner=None)
+    run = store._backend.run  # type: ignore[attr-defined]
+    seen: list[tuple[str, bool]] = []
+
+    def recording(work: object, durable: bool = True) -> object:
+        result = run(work, durable)
+        seen.append((getattr(work, "__qualname__", ""), durable))
+        return result
+
+    store._backend.run = recording  # type: ignore[attr-defined]
+    claimed = store.claim_deliveries(A, T0, T0 + LEASE, 10)
+    assert [d.kind for d in claimed] == ["apprec"]
+    assert seen == [("SqlStore.claim_deliveries.<locals>.work", True)]
+
+
+def test_delivered_and_an_operators_move_at_once_do_not_deadlock_on_postgresql(pg_server: PgServer) -> None:
+    """The daemon marks a message's last delivery done while an operator discards the message
+    (which locks the message, then its pending deliveries). Both lock the message first, so one
+    waits for the other; deliveries first would deadlock, and PostgreSQL would abort one."""
+    from pfhjem_msg.store.postgres import PostgresStore
+
+    url = pg_server.fresh()
+    daemon, operator = PostgresStore(url), PostgresStore(url)
+    later = T0 + timedelta(minutes=5)
+    errors: list[BaseException] = []
+    try:
+        mid = daemon.accept(b"<m>4</m>", "spool:x", T0).message_id
+        apprec = DeliverySpec("apprec", "hub", "apprec.xml", b"<apprec/>", None, "A4")
+        case = DeliverySpec("case_unit", "dir", "case.xml", b"<case/>", target="/srv/cases")
+        daemon.transition(mid, [Transition("parsed", "p"), Transition("classified", "c"), Transition("routed", "r")],
+                          T0, deliveries=[apprec, case])  # fmt: skip
+        ids = [d.id for d in daemon.deliveries(mid)]
+
+        def discard() -> None:
+            try:
+                operator.operator_transition(mid, allowed=frozenset({"routed", "done"}), to_state="discarded",
+                                             actor="op", reason="sent to us by mistake", now=later,
+                                             cancel_pending=True)  # fmt: skip
+            except BaseException as exc:
+                errors.append(exc)
+
+        mover = threading.Thread(target=discard)
+        finish = daemon._finish_if_delivered  # type: ignore[attr-defined]
+
+        def operator_moves_meanwhile(*args: object, **kwargs: object) -> object:
+            if not mover.is_alive() and mover.ident is None:
+                mover.start()  # the daemon has marked the deliveries, not yet committed
+                _wait_for_a_lock_wait(url)
+            return finish(*args, **kwargs)
+
+        daemon._finish_if_delivered = operator_moves_meanwhile  # type: ignore[attr-defined]
+        finished = daemon.delivered(ids, later)
+        mover.join()
+        # The operator waited for the daemon, then found the message done: a refusal that says
+        # so, not a store failure (a deadlock aborted by the server would be a StoreError).
+        assert [type(e) for e in errors] == [IllegalTransition], [type(e).__name__ for e in errors]
+        assert finished == [(mid, "done")]
+        row = daemon.message(mid)
+        assert row is not None and row.state == "done"
+    finally:
+        daemon.close()
+        operator.close()

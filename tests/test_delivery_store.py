@@ -247,3 +247,18 @@ def test_a_delivery_failing_on_a_discarded_message_leaves_it_discarded(place: Pl
     assert row is not None and row.state == "discarded"
     assert [x["to_state"] for x in logs if x["event"] == "store.illegal_transition"] == ["failed"]
     assert "from discarded to failed" in store.events(mid)[-1].reason
+
+
+def test_every_text_column_of_a_migrated_postgresql_store_compares_byte_by_byte(place: Place) -> None:
+    """Times are ISO-8601 text compared as text: on PostgreSQL every text column has the "C"
+    collation, the typed delivery columns the migration adds as well, whatever the database's
+    locale."""
+    if place.kind != "postgresql":
+        pytest.skip("SQLite compares text byte by byte anyway")
+    place.open().close()
+    loose = place.sql(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND data_type = 'text' AND collation_name IS DISTINCT FROM 'C' "
+        "AND table_name != 'pfhjem_meta' ORDER BY 1, 2"  # its values are looked up, never ordered
+    )
+    assert loose == []

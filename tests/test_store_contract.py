@@ -195,3 +195,35 @@ def test_the_last_deliveries_done_at_once_finish_the_message(backend: StoreFacto
         t.join()
     assert sorted(finished) == [(mid, "done") for mid in mids]  # each finished once, none left routed
     assert stores[0].counts() == {"done": 40}
+
+
+def test_a_redraft_without_deliveries_commits_and_cancels_what_was_not_delivered(
+    backend: StoreFactory,
+) -> None:
+    """A message replayed from the start whose new draft has no deliveries (the replayed AppRec
+    dropped by "no second AppRec", an incoming AppRec, the attempts limit's bare "failed")
+    must not fail the batch (``kind NOT IN ()`` is an error on PostgreSQL), and what was
+    not delivered is cancelled, as on SQLite."""
+    store = backend()
+    rejected = [Transition("parsed", "p"), Transition("rejected", "r")]
+    apprec = DeliverySpec("apprec", "hub", "apprec-1.xml", b"<apprec/>", None, "A1")
+    later = T0 + timedelta(minutes=5)
+    replayed = store.accept(b"<m>1</m>", "spool:x", T0).message_id
+    other = store.accept(b"<m>2</m>", "spool:x", T0).message_id
+    store.transition(replayed, rejected, T0, deliveries=[apprec])
+    store.operator_transition(replayed, allowed=frozenset({"rejected"}), to_state="received", actor="op",
+                              reason="replay from the start", now=T0, redraft=True)  # fmt: skip
+    store.apply([Change(replayed, rejected), Change(other, [Transition("failed", "crashed 3 times")])], later)
+    row, neighbour = store.message(replayed), store.message(other)
+    assert row is not None and row.state == "rejected"
+    assert neighbour is not None and neighbour.state == "failed"
+    assert [d.status for d in store.deliveries(replayed)] == ["cancelled"]
+
+
+def test_a_duplicate_without_sender_her_id_is_found_and_only_by_a_missing_one(store: Store) -> None:
+    """The sender's HER-id compares null-safely (SQLite's ``IS``, PostgreSQL's ``IS NOT
+    DISTINCT FROM``): a message without one is the duplicate of another without one."""
+    a = store.accept(b"<m>a</m>", "t", T0).message_id
+    store.apply([Change(a, [Transition("parsed", "p")], facts=Facts("X", "T", None, "2", True))], T0)
+    b = store.accept(b"<m>b</m>", "t", T0).message_id
+    assert store.find_duplicate(b, "X", None) == a and store.find_duplicate(b, "X", "1") is None

@@ -273,3 +273,25 @@ def test_store_migrate_is_refused_while_daemons_run_on_the_store(pg_server: PgSe
         first.close()
     done = _cli("store", "migrate", "--config", str(config), cwd=tmp_path)
     assert done.returncode == 0 and "up to date" in done.stdout, done.stderr
+
+
+def test_durable_commits_are_durable_whatever_the_database_default(pg_server: PgServer) -> None:
+    """A database (or role) set to ``synchronous_commit = off`` must not make intake
+    acknowledge what a crash of the server would lose: durable transactions set it on."""
+    import psycopg
+
+    from pfhjem_msg.store.postgres import PostgresStore
+
+    url = pg_server.fresh()
+    with psycopg.connect(url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    store = PostgresStore(url)
+    try:
+        durable = store.backend.run(lambda db: db.execute("SHOW synchronous_commit").fetchone()[0])
+        derived = store.backend.run(
+            lambda db: db.execute("SHOW synchronous_commit").fetchone()[0], durable=False
+        )
+        assert (durable, derived) == ("on", "off")
+    finally:
+        store.close()

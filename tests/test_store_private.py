@@ -272,3 +272,24 @@ def test_store_migrate_makes_no_store_where_there_is_none_unless_asked(tmp_path:
     made = _cli(config, "store", "migrate", "--create")
     assert made.returncode == 0, made.stderr
     assert _version(state_dir / "pfhjem-msg.sqlite3") == len(MIGRATIONS)
+
+
+def test_a_sqlite_library_too_old_for_the_stores_statements_is_refused_before_the_store_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store.sqlite3"
+    monkeypatch.setattr(sqlite_file.sqlite3, "sqlite_version_info", (3, 34, 1))
+    with pytest.raises(StoreError, match=r"SQLite library is 3\.34\.1, the store needs 3\.35\.0 or newer"):
+        SqliteStore(path)
+    assert not path.exists()
+    monkeypatch.setattr(sqlite_file.sqlite3, "sqlite_version_info", (3, 37, 2))  # Ubuntu 22.04's
+    SqliteStore(path).close()
+
+
+def test_null_safe_comparisons_are_the_dialects_so_sqlite_before_3_39_runs_them() -> None:
+    """``IS NOT DISTINCT FROM`` needs SQLite 3.39; the store writes ``Dialect.same`` instead."""
+    package = ROOT / "pfhjem_msg"
+    users = sorted(
+        str(p.relative_to(package)) for p in package.rglob("*.py") if "DISTINCT FROM" in p.read_text("utf-8")
+    )
+    assert users == ["store/sql.py"]

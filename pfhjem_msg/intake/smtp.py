@@ -36,7 +36,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from pfhjem_msg import metrics
 from pfhjem_msg.config import SmtpIntakeSettings
-from pfhjem_msg.errors import ConfigError
+from pfhjem_msg.errors import ConfigError, StoreUnavailable
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import Store
 
@@ -83,6 +83,9 @@ class StoringHandler:
             accepted = await loop.run_in_executor(
                 self.executor, lambda: self.store.accept(data.read(), source, self.clock())
             )
+        except StoreUnavailable:  # the store logged its outage once; the hub tries again
+            metrics.child(metrics.smtp_refused, "store_unavailable").inc()
+            return "451 4.3.0 The message store is unavailable; nothing was stored; try again later"
         except Exception as exc:
             log.error("smtp.store_failed", peer=peer, error=type(exc).__name__)
             return "451 4.3.0 The message could not be stored; try again later"

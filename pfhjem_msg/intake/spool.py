@@ -39,7 +39,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pfhjem_msg import metrics
-from pfhjem_msg.errors import StoreError
+from pfhjem_msg.errors import StoreError, StoreUnavailable
 from pfhjem_msg.logs import get_logger
 from pfhjem_msg.store.base import RefusedReason, Store
 
@@ -263,6 +263,8 @@ class Spool:
             accepted = self.store.accept_many(
                 [(data, f"spool:{split_claimed(entry)[1]}") for entry, data in items], self.clock()
             )
+        except StoreUnavailable:
+            return moved  # the files wait in .claimed; the store logged its outage once
         except StoreError as exc:
             log.error("spool.store_failed", files=len(items), error=str(exc)[:200])
             return moved

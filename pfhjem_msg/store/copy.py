@@ -99,10 +99,25 @@ def open_source(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _columns(source: sqlite3.Connection, table: str) -> tuple[list[str], str]:
+def _columns(source: sqlite3.Connection, table: str, db: Db) -> tuple[list[str], str]:
+    """The table's columns and key, as the file has them; the same names as the target's, or
+    refused: the names are written into the statements on both sides, so a crafted file must
+    not choose them."""
     info = source.execute(f"PRAGMA table_info({table})").fetchall()
-    key = next(r[1] for r in info if r[5] == 1)
-    return [r[1] for r in info], key
+    theirs = [str(r[1]) for r in info]
+    ours = {r[0] for r in db.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = ?", (table,)
+    )}  # fmt: skip
+    keys = [str(r[1]) for r in info if r[5] == 1]
+    if set(theirs) != ours or len(keys) != 1:
+        odd = sorted(set(theirs) ^ ours)[:5]
+        raise StoreError(
+            f"the file's table {table} does not have this version's columns (differing: "
+            f"{', '.join(repr(name[:40]) for name in odd) or 'its key'}); nothing was copied: copy only a "
+            "store this version made or migrated"
+        )
+    return theirs, keys[0]
 
 
 def _originals(rows: list[Any]) -> str:
@@ -127,7 +142,7 @@ def _copy(source: sqlite3.Connection, db: Db) -> CopyReport:
     db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))  # one copy or migration at a time
     report = CopyReport()
     for table in TABLES:
-        columns, key = _columns(source, table)
+        columns, key = _columns(source, table, db)
         names = ", ".join(columns)
         copied = 0
         conflicts: list[str] = []

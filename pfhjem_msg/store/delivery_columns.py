@@ -31,9 +31,11 @@ def typed_deliveries(db: Db) -> None:
     """Add the columns, fill them from the old strings, and key deliveries by ``SLOT``. A
     string this version does not know stops the migration (nothing is changed), naming the
     delivery: guessing would send it somewhere else."""
-    integer = "BIGINT" if db.dialect.name == "postgresql" else "INTEGER"
-    for column in ("transport TEXT", "target TEXT", f"followup_id {integer}", "phase TEXT"):
-        db.execute(f"ALTER TABLE deliveries ADD COLUMN {column}")
+    from pfhjem_msg.store.schema import ddl  # the schema's steps include this one
+
+    for column in ("transport TEXT", "target TEXT", "followup_id INTEGER", "phase TEXT"):
+        for statement in ddl(f"ALTER TABLE deliveries ADD COLUMN {column}", db.dialect.name):
+            db.execute(statement)  # typed as every other column (on PostgreSQL: TEXT COLLATE "C")
     for assign, where in _OLD_TRANSPORTS:
         db.execute(f"UPDATE deliveries SET {assign} WHERE {where}")
     _refuse_unknown(db, "destination", "transport IS NULL")

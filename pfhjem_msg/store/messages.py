@@ -54,7 +54,7 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
         def work(db: Db) -> int:
             row = db.execute(
                 "SELECT id FROM refused WHERE acknowledged_at IS NULL AND source = ? AND name = ? AND reason = ? "
-                "AND size IS NOT DISTINCT FROM ?",
+                f"AND size {db.dialect.same} ?",
                 (source, name, reason, size),
             ).fetchone()
             if row is not None:
@@ -107,7 +107,8 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
 
     def find_duplicate(self, message_id: int, msg_id: str, sender_her: str | None) -> int | None:
         rows = self._read(
-            "SELECT id FROM messages WHERE msg_id = ? AND sender_her IS NOT DISTINCT FROM ? AND id < ? AND state != 'discarded' "
+            f"SELECT id FROM messages WHERE msg_id = ? AND sender_her {self._backend.dialect.same} ? AND id < ? "
+            "AND state != 'discarded' "
             "ORDER BY id LIMIT 1",
             (msg_id, sender_her, message_id),
         )
@@ -183,10 +184,12 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
             ],
         )
         if redraft:
+            # No new deliveries: every one not delivered goes (PostgreSQL refuses ``NOT IN ()``).
             kinds = [d.kind for d in c.deliveries]
+            still_due = f" AND kind NOT IN ({marks(kinds)})" if kinds else ""
             db.execute(
                 "UPDATE deliveries SET status='cancelled', last_error='no longer due after the replay' "
-                f"WHERE message_id=? AND status != 'delivered' AND kind NOT IN ({marks(kinds)})",
+                f"WHERE message_id=? AND status != 'delivered'{still_due}",
                 (c.message_id, *kinds),
             )
             db.execute("UPDATE messages SET redraft=0 WHERE id=?", (c.message_id,))
@@ -256,7 +259,11 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
             order = {i: n for n, i in enumerate(ids)}
             return sorted(out, key=lambda d: order[d.id])
 
-        return self._tx(work, durable=False)
+        # Durable, because what it returns is sent next: a durable commit flushes the log up to
+        # it, with the processing steps committed non-durably before (SQLite's WAL is one file
+        # written in order; PostgreSQL's WAL too), so after a power loss a message whose AppRec
+        # went out is not drafted again with a new AppRec Id: its delivery is still there.
+        return self._tx(work, durable=True)
 
     def deliveries(self, message_id: int) -> list[DeliveryRow]:
         rows = self._read(DELIVERY_SELECT + " WHERE d.message_id = ? ORDER BY d.id", (message_id,))
@@ -265,6 +272,14 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
     def delivered(self, delivery_ids: Sequence[int], now: datetime,
                   owner: str | None = None) -> list[tuple[int, str]]:  # fmt: skip
         def work(db: Db) -> list[tuple[int, str]]:
+            # The messages' rows first, in id order, as an operator's move locks the message and
+            # then its deliveries: deliveries first would deadlock with it on PostgreSQL.
+            for part in chunks(delivery_ids):
+                db.execute(
+                    "SELECT id FROM messages WHERE id IN (SELECT message_id FROM deliveries "
+                    f"WHERE id IN ({marks(part)})) ORDER BY id{db.dialect.for_update}",
+                    part,
+                ).fetchall()
             touched: set[int] = set()
             for part in chunks(self._held_deliveries(db, delivery_ids, owner)):
                 rows = db.execute(
@@ -286,9 +301,13 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
                         owner: str | None = None) -> None:  # fmt: skip
         def work(db: Db) -> None:
             row = db.execute("SELECT message_id, kind FROM deliveries WHERE id=?", (delivery_id,)).fetchone()
-            if row is None or not self._held_deliveries(db, [delivery_id], owner):
+            if row is None:
                 return
             message_id, kind = row
+            # The message's row first, as an operator's move locks it (then its deliveries).
+            state = self._locked_state(db, message_id)
+            if not self._held_deliveries(db, [delivery_id], owner):
+                return
             if retry_at is not None:
                 db.execute(
                     "UPDATE deliveries SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
@@ -297,7 +316,6 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
                 return
             db.execute("UPDATE deliveries SET status='failed', attempts=attempts+1, last_error=? WHERE id=?",
                        (error, delivery_id))  # fmt: skip
-            state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
             reason = f"the {kind} delivery failed for good: {error}"
             if state == "failed":  # failed already (another delivery): a note, not a move
                 self._event(db, message_id, now, "daemon", None, None, reason)
@@ -328,13 +346,14 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
         self._tx(lambda db: self._receipt(db, Receipt(delivery_id, status, errors, hold_reason), now))
 
     def _receipt(self, db: Db, r: Receipt, now: datetime) -> None:
-        db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
-                   (r.status, r.errors, ts(now), r.delivery_id))  # fmt: skip
-        if r.hold_reason:
+        if r.hold_reason:  # the message's row first, as an operator's move locks it
             message_id = db.execute(
                 "SELECT message_id FROM deliveries WHERE id=?", (r.delivery_id,)
             ).fetchone()[0]
-            state = db.execute("SELECT state FROM messages WHERE id=?", (message_id,)).fetchone()[0]
+            state = self._locked_state(db, message_id)
+        db.execute("UPDATE deliveries SET receipt_status=?, receipt_errors=?, receipt_at=? WHERE id=?",
+                   (r.status, r.errors, ts(now), r.delivery_id))  # fmt: skip
+        if r.hold_reason:
             if state in ("held", "failed"):  # a person must look at it already: a note, not a move
                 self._event(db, message_id, now, "daemon", None, None, r.hold_reason)
                 return
@@ -343,6 +362,17 @@ class SqlStore(ClaimQueries, OperatorQueries, FollowupQueries, Edi2Queries):
             self._event(db, message_id, now, "daemon", state, "held", r.hold_reason)
             db.execute("UPDATE messages SET state='held', state_reason=?, updated_at=? WHERE id=?",
                        (r.hold_reason, ts(now), message_id))  # fmt: skip
+
+    @staticmethod
+    def _locked_state(db: Db, message_id: int) -> str:
+        """The message's state, its row locked until the commit: on PostgreSQL an operator's
+        move committed meanwhile is what the daemon's move is checked against, and is not
+        written over (SQLite's writers take turns)."""
+        return str(
+            db.execute(
+                "SELECT state FROM messages WHERE id=?" + db.dialect.for_update, (message_id,)
+            ).fetchone()[0]
+        )
 
     def overdue_receipts(self, before: datetime) -> list[DeliveryRow]:
         rows = self._read(

@@ -91,7 +91,7 @@ class OperatorQueries(StoreCore):
         first = self._read("SELECT msg_id, sender_her FROM messages WHERE id = ?", (message_id,))
         if first and first[0]["msg_id"]:  # the same message handed over again (a duplicate)
             chain += [r[0] for r in self._read(
-                "SELECT id FROM messages WHERE msg_id = ? AND sender_her IS NOT DISTINCT FROM ? LIMIT 100",
+                f"SELECT id FROM messages WHERE msg_id = ? AND sender_her {self._backend.dialect.same} ? LIMIT 100",
                 (first[0]["msg_id"], first[0]["sender_her"]),
             )]  # fmt: skip
         rows = self._read(

@@ -27,10 +27,13 @@ class Dialect:
     for_update: str
     """Appended to a ``SELECT`` of a row the transaction then changes from what it read: a
     concurrent transaction waits for this one (SQLite's writers take turns anyway)."""
+    same: str
+    """The comparison that holds when both sides are equal or both NULL: SQLite's ``IS`` (its
+    ``IS NOT DISTINCT FROM`` needs 3.39, newer than some supported systems ship)."""
 
 
-SQLITE = Dialect("sqlite", "", "")
-POSTGRESQL = Dialect("postgresql", " FOR UPDATE SKIP LOCKED", " FOR UPDATE")
+SQLITE = Dialect("sqlite", "", "", "IS")
+POSTGRESQL = Dialect("postgresql", " FOR UPDATE SKIP LOCKED", " FOR UPDATE", "IS NOT DISTINCT FROM")
 
 
 class Cursor(Protocol):

@@ -34,6 +34,9 @@ log = get_logger("pfhjem_msg.store")
 APPLICATION_ID = 0x70666A6D
 """``PRAGMA application_id`` of our stores ("pfjm"): tells ours from any other SQLite file."""
 SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_MINIMUM = (3, 35, 0)
+"""The oldest SQLite library the store's statements run on: ``RETURNING`` (3.35) and upserts,
+``ON CONFLICT (...) DO UPDATE ... WHERE`` (3.24)."""
 CORE_TABLES = frozenset({"raw", "messages", "deliveries", "events"})
 """What a store made before the application id existed has (adopted, and then marked)."""
 
@@ -195,6 +198,19 @@ def check_planted(path: Path) -> None:
             )
 
 
+def check_sqlite_version(path: Path, version: tuple[int, int, int] | None = None) -> None:
+    """Refuse before touching the store when Python's SQLite library is too old for its
+    statements (they would fail one by one, mid-work)."""
+    version = version or sqlite3.sqlite_version_info
+    if version < SQLITE_MINIMUM:
+        have, need = ".".join(map(str, version)), ".".join(map(str, SQLITE_MINIMUM))
+        raise StoreError(
+            f"cannot open the store {path}: this Python's SQLite library is {have}, the store needs "
+            f"{need} or newer; run pfhjem-msg with a Python built against a newer SQLite (the python3 "
+            "of Ubuntu 22.04 or Debian 12 and later has one), or use a PostgreSQL store"
+        )
+
+
 def check_ours(db: sqlite3.Connection, path: Path, deep: bool) -> None:
     """Refuse another program's database, one from a newer version, or (``deep``) a damaged one."""
     try:
@@ -251,6 +267,7 @@ class SqliteBackend:
         change the schema under it (a migration may drop what the old code writes)."""
         self.path = path
         self.where = str(path)
+        check_sqlite_version(path)
         if not os.path.lexists(path):
             if not create:
                 raise StoreError(
