@@ -448,8 +448,9 @@ class PostgresBackend:
                 return version, version
             if not migrate:
                 what = "is empty" if version == 0 else f"is at schema {version} of {len(MIGRATIONS)}"
+                first = "" if version == 0 else "stop every daemon on it, "
                 raise StoreError(
-                    f"the store {self.where} {what}: run `pfhjem-msg store migrate --config FILE` "
+                    f"the store {self.where} {what}: {first}run `pfhjem-msg store migrate --config FILE` "
                     "(or start the daemon, which does it), then try again"
                 )
             if not meta:
