@@ -18,6 +18,7 @@ import contextlib
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import Literal
 
 from pfhjem_msg.lifecycle import PROCESSING
 from pfhjem_msg.logs import get_logger
@@ -117,20 +118,28 @@ class ClaimQueries(StoreCore):
     # -- committing what a claim took -----------------------------------------------------------
 
     @staticmethod
+    def _holders(
+        db: Db, table: Literal["messages", "deliveries"], ids: Sequence[int]
+    ) -> dict[int, str | None]:
+        """Who holds each of these rows now, the rows locked until the commit (in id order, as
+        every transaction that locks several takes them)."""
+        holders: dict[int, str | None] = {}
+        for part in chunks(ids):
+            held = db.execute(
+                f"SELECT id, claimed_by FROM {table} WHERE id IN ({marks(part)}) ORDER BY id{db.dialect.for_update}",
+                part,
+            )
+            for r in held:
+                holders[int(r[0])] = r[1]
+        return holders
+
+    @staticmethod
     def _held_messages(db: Db, changes: Sequence[Change], owner: str | None) -> list[Change]:
         """The changes for messages ``owner`` still holds (all of them when no owner is given:
         an operator's change, or a store used without claims); the others are logged."""
         if owner is None or not changes:
             return list(changes)
-        ids = [c.message_id for c in changes]
-        holders: dict[int, str | None] = {}
-        for part in chunks(ids):
-            held = db.execute(
-                f"SELECT id, claimed_by FROM messages WHERE id IN ({marks(part)}) ORDER BY id{db.dialect.for_update}",
-                part,
-            )
-            for r in held:
-                holders[int(r[0])] = r[1]
+        holders = ClaimQueries._holders(db, "messages", [c.message_id for c in changes])
         kept = []
         for c in changes:
             holder = holders.get(c.message_id, owner)  # an unknown id: ``apply`` says so
@@ -145,14 +154,7 @@ class ClaimQueries(StoreCore):
     def _held_deliveries(db: Db, delivery_ids: Sequence[int], owner: str | None) -> list[int]:
         if owner is None or not delivery_ids:
             return list(delivery_ids)
-        holders: dict[int, str | None] = {}
-        for part in chunks(delivery_ids):
-            held = db.execute(
-                f"SELECT id, claimed_by FROM deliveries WHERE id IN ({marks(part)}) ORDER BY id{db.dialect.for_update}",
-                part,
-            )
-            for r in held:
-                holders[int(r[0])] = r[1]
+        holders = ClaimQueries._holders(db, "deliveries", delivery_ids)
         kept = []
         for i in delivery_ids:
             if holders.get(i, owner) == owner:
