@@ -334,7 +334,8 @@ def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
         count = ops.acknowledge_refused(store, now())
         print(f"acknowledged {count} refused file(s)", file=sys.stderr)
     settings = settings_of(args)
-    st = ops.status(store, now(), settings.kith.crl_dir, spool=settings.intake.spool)
+    st = ops.status(store, now(), settings.kith.crl_dir, spool=settings.intake.spool,
+                    lease_seconds=settings.lease_seconds)  # fmt: skip
     if args.json:
         _dump(st.as_dict())
         return 1 if st.problems else 0
@@ -361,6 +362,13 @@ def cmd_status(args: argparse.Namespace, store: OperatorStore) -> int:
         state = (f"FAILING since {e.failing_since.isoformat(timespec='seconds')}"
                  + (" (credentials refused)" if e.auth_failing else "") if e.failing_since else "working")  # fmt: skip
         print(f"EDI 2.0:     intake {state}; {e.unsettled} to answer, {e.held} held")
+    for h in f.claims:
+        until = h.latest_until.isoformat(timespec="seconds") if h.latest_until else "-"
+        expired = f", {h.expired} with the lease EXPIRED" if h.expired else ""
+        print(f"claims:      {h.daemon}: {h.messages} message(s), {h.deliveries} delivery(ies), "
+              f"lease until {until}{expired}")  # fmt: skip
+    if f.claims:
+        print(f"claims:      {f.claims_expired} claimed with the lease expired (waiting for a takeover)")
     if st.claimed and (st.claimed.count or st.claimed.error):
         print(f"spool:       {st.claimed.error or f'{st.claimed.count} file(s) in .claimed, not yet stored'}")
     for p in st.problems:

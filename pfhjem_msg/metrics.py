@@ -82,6 +82,11 @@ deliveries_waiting = Gauge("pfhjem_deliveries_waiting", "Deliveries not yet done
 receipts_overdue = Gauge(
     "pfhjem_gp_copies_without_apprec", "GP copies with no AppRec after 96 hours", registry=REGISTRY
 )
+claims_expired = Gauge(
+    "pfhjem_claims_expired",
+    "Unfinished messages and deliveries still claimed by a daemon whose lease has expired",
+    registry=REGISTRY,
+)
 followups = Gauge(
     "pfhjem_followups",
     "Follow-ups by municipality and condition",
@@ -127,6 +132,7 @@ def update_status(facts: StatusFacts, now_ts: float) -> None:
         last_intake.set(facts.last_intake.timestamp())
     deliveries_waiting.set(facts.deliveries_waiting)
     receipts_overdue.set(facts.receipts_overdue)
+    claims_expired.set(facts.claims_expired)
 
 
 def serve(address: tuple[str, int]) -> Any:

@@ -25,6 +25,7 @@ from pfhjem_msg.kith.verdict import examine
 from pfhjem_msg.lifecycle import DISCARDABLE, FORCED_REPLAY, HOLDABLE, RELEASABLE, REPLAYABLE, replay_mode
 from pfhjem_msg.logs import mask_national_ids
 from pfhjem_msg.store.base import (
+    ClaimHolder,
     DeliveryInfo,
     Edi2IntakeFacts,
     Edi2Link,
@@ -389,16 +390,33 @@ class Status:
                 "held": self.edi2.held,
                 "unsettled": self.edi2.unsettled,
             },
+            "claims": [
+                {
+                    "daemon": c.daemon,
+                    "messages": c.messages,
+                    "deliveries": c.deliveries,
+                    "latest_lease_until": _iso(c.latest_until),
+                    "expired": c.expired,
+                }
+                for c in f.claims
+            ],
+            "claims_expired": f.claims_expired,
             "needs_operator": bool(self.problems),
             "problems": self.problems,
         }
 
 
 def status(
-    store: OperatorStore, now: datetime, crl_dir: Path | None = None, *, spool: Path | None = None
+    store: OperatorStore,
+    now: datetime,
+    crl_dir: Path | None = None,
+    *,
+    spool: Path | None = None,
+    lease_seconds: float = 60.0,
 ) -> Status:
     """What an operator must know; ``spool``: the configured spool directory, whose
-    ``.claimed`` files (taken, not yet stored) are counted."""
+    ``.claimed`` files (taken, not yet stored) are counted; ``lease_seconds``: the configured
+    lease, after which a running daemon takes a dead one's work over."""
     facts = store.status_facts(now, now - RECEIPT_DEADLINE)
     problems = crl_warnings(crl_dir, now)
     for state in ("failed", "held"):
@@ -415,6 +433,15 @@ def status(
         )
     if facts.receipts_overdue:
         problems.append(f"{facts.receipts_overdue} GP copy(ies) without an AppRec after 96 hours")
+    stale = stale_claims(facts, now, lease_seconds)
+    if stale:
+        oldest = min(c.oldest_expired for c in stale if c.oldest_expired)
+        problems.append(
+            f"{sum(c.expired for c in stale)} message(s) or deliveries claimed by "
+            f"{', '.join(c.daemon for c in stale)} wait on a lease expired {age(now - oldest)} ago "
+            f"(over 2 × lease_seconds = {2 * lease_seconds:g} s): that daemon died and no other daemon "
+            "runs on this store to take its work over; start one (`pfhjem-msg run`)"
+        )
     refused = store.refused_files(limit=1000)
     if refused:
         where = f" (moved to {spool / '.refused'})" if spool else ""
@@ -445,6 +472,13 @@ def status(
             "`pfhjem-msg messages list --state held`"
         )
     return Status(facts, now, problems, store.followup_counts(local_date(now)), refused, claimed, edi2)
+
+
+def stale_claims(facts: StatusFacts, now: datetime, lease_seconds: float) -> list[ClaimHolder]:
+    """The daemons holding work whose lease expired over twice the lease ago: a running daemon
+    would have taken it over by then, so none runs."""
+    limit = now - timedelta(seconds=2 * lease_seconds)
+    return [c for c in facts.claims if c.oldest_expired is not None and c.oldest_expired < limit]
 
 
 def acknowledge_refused(store: OperatorStore, now: datetime) -> int:

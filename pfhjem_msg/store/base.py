@@ -253,6 +253,29 @@ class StatusFacts:
     deliveries_waiting: int
     oldest_waiting_since: datetime | None
     receipts_overdue: int
+    claims: tuple[ClaimHolder, ...] = ()
+    """Per daemon, the unfinished work it holds (by daemon id)."""
+
+    @property
+    def claims_expired(self) -> int:
+        """Rows still claimed whose lease has run out: work waiting for another daemon."""
+        return sum(c.expired for c in self.claims)
+
+
+@dataclass(frozen=True)
+class ClaimHolder:
+    """What one daemon holds of the unfinished work: due messages and pending deliveries.
+    Finished rows keep their last claimer's id and are not counted."""
+
+    daemon: str
+    messages: int
+    deliveries: int
+    latest_until: datetime | None
+    """The latest lease expiry among its rows."""
+    expired: int
+    """Its rows whose lease has expired (``claimed_until`` at or before now)."""
+    oldest_expired: datetime | None
+    """The earliest expiry among those: how long the work has waited for a takeover."""
 
 
 @dataclass(frozen=True)

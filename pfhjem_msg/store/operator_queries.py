@@ -15,6 +15,7 @@ from pfhjem_msg.errors import NoSuchMessage, OperatorRefused
 from pfhjem_msg.lifecycle import ALL_STATES, PRUNABLE, UNFINISHED, may_prune, operator_move
 from pfhjem_msg.store.base import (
     AuditEntry,
+    ClaimHolder,
     DeliveryInfo,
     DeliveryRow,
     MessageFilter,
@@ -23,6 +24,7 @@ from pfhjem_msg.store.base import (
     RefusedFile,
     StatusFacts,
 )
+from pfhjem_msg.store.claims import DUE_STATES
 from pfhjem_msg.store.core import StoreCore
 from pfhjem_msg.store.rows import DELIVERY_SELECT, chunks, delivery_row, marks, message_row, parse_ts, ts
 from pfhjem_msg.store.sql import Db, Row
@@ -239,6 +241,26 @@ class OperatorQueries(StoreCore):
             deliveries_waiting=waiting[0][0],
             oldest_waiting_since=parse_ts(waiting[0][1]),
             receipts_overdue=overdue[0][0],
+            claims=self.claim_holders(now),
+        )
+
+    def claim_holders(self, now: datetime) -> tuple[ClaimHolder, ...]:
+        """Who holds which unfinished work, and how much of it waits on an expired lease: one
+        query over both tables (claims are otherwise only in the logs)."""
+        rows = self._read(
+            "SELECT claimed_by, SUM(m), SUM(d), MAX(claimed_until), "
+            "SUM(CASE WHEN claimed_until <= ? THEN 1 ELSE 0 END), "
+            "MIN(CASE WHEN claimed_until <= ? THEN claimed_until END) FROM ("
+            "SELECT claimed_by, claimed_until, 1 AS m, 0 AS d FROM messages "
+            f"WHERE claimed_by IS NOT NULL AND state IN {DUE_STATES} "
+            "UNION ALL SELECT claimed_by, claimed_until, 0 AS m, 1 AS d FROM deliveries "
+            "WHERE claimed_by IS NOT NULL AND status = 'pending'"
+            ") held GROUP BY claimed_by ORDER BY claimed_by",
+            (ts(now), ts(now)),
+        )
+        return tuple(
+            ClaimHolder(str(r[0]), int(r[1]), int(r[2]), parse_ts(r[3]), int(r[4]), parse_ts(r[5]))
+            for r in rows
         )
 
     def refused_files(self, acknowledged: bool = False, limit: int = 100) -> list[RefusedFile]:
