@@ -1,7 +1,7 @@
 """The message store: the one record of every message, its state, its deliveries and its
 history. Everything the daemon does is derived from the raw bytes stored here first.
 
-Backends implement ``Store``; ``tests/test_store_contract.py`` is the contract each must pass.
+Backends implement ``Store``; ``tests/store/`` is the contract each must pass.
 """
 
 from __future__ import annotations

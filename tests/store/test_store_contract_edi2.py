@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from pfhjem_msg.edi2.answer import AppRecAnswer
 from pfhjem_msg.edi2.intake import NO_APPREC, Edi2Health
 from pfhjem_msg.lifecycle import Transport
@@ -23,11 +21,6 @@ APPREC_XML = (
 )
 SID = "0b0e7a38-8a43-4c1e-9a77-1d9c1e7f0001"
 SID2 = "0b0e7a38-8a43-4c1e-9a77-1d9c1e7f0002"
-
-
-@pytest.fixture
-def store(backend: StoreFactory) -> DaemonStore:
-    return backend()
 
 
 def routed(

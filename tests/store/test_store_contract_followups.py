@@ -12,17 +12,11 @@ import pytest
 from pfhjem_msg.errors import OperatorRefused
 from pfhjem_msg.followups import FollowupFacts, FollowupFilter, Phase
 from pfhjem_msg.store.base import Change, DeliverySpec, OperatorStore, Transition
-from tests.store_backends import StoreFactory
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 ANCHOR = date(2026, 11, 1)
 WINDOWS = ((2, date(2026, 12, 1), date(2026, 12, 15)), (3, date(2027, 2, 1), date(2027, 2, 15)))
 PATIENT = "p-0001"  # an opaque test id, not a national id
-
-
-@pytest.fixture
-def store(backend: StoreFactory) -> OperatorStore:
-    return backend()
 
 
 def _routed(store: OperatorStore, body: bytes, facts: FollowupFacts, at: datetime = T0) -> int:

@@ -8,17 +8,10 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from pfhjem_msg.store.base import Change, DeliverySpec, Due, Facts, Receipt, Store, Transition
 from tests.store_backends import StoreFactory
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(backend: StoreFactory) -> Store:
-    return backend()
 
 
 def _route(

@@ -15,16 +15,10 @@ from pfhjem_msg.cli_ops import cmd_status
 from pfhjem_msg.store.base import Change, DeliverySpec, Transition
 from pfhjem_msg.store.edi2 import DaemonStore
 from tests.conftest import write_config
-from tests.store_backends import StoreFactory
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
 A, B = "host-a:100:aaaa", "host-b:200:bbbb"
-
-
-@pytest.fixture
-def store(backend: StoreFactory) -> DaemonStore:
-    return backend()
 
 
 def _work(store: DaemonStore, at: datetime) -> tuple[int, int, int]:

@@ -21,11 +21,6 @@ LEASE = timedelta(seconds=60)
 A, B = "host-a:100:aaaa", "host-b:200:bbbb"
 
 
-@pytest.fixture
-def store(backend: StoreFactory) -> DaemonStore:
-    return backend()
-
-
 def _routed(mid: int) -> Change:
     steps = [Transition("parsed", "p"), Transition("classified", "c"), Transition("routed", "r")]
     return Change(

@@ -11,14 +11,8 @@ import pytest
 from pfhjem_msg.errors import NoSuchMessage, OperatorRefused
 from pfhjem_msg.lifecycle import DISCARDABLE, HOLDABLE, RELEASABLE
 from pfhjem_msg.store.base import Change, DeliverySpec, Facts, MessageFilter, OperatorStore, Transition
-from tests.store_backends import StoreFactory
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(backend: StoreFactory) -> OperatorStore:
-    return backend()
 
 
 def _message(store: OperatorStore, body: bytes, facts: Facts, at: datetime = T0) -> int:
